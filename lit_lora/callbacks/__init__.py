@@ -1,0 +1,6 @@
+"""Callbacks that every lit_lora run gets: results record, adapter export, predictions file."""
+
+from lit_lora.callbacks.export import AdapterExport, PredictionsWriter
+from lit_lora.callbacks.results import ResultsRecorder
+
+__all__ = ["AdapterExport", "PredictionsWriter", "ResultsRecorder"]

@@ -1,0 +1,171 @@
+"""``results.json`` in the run directory after every fit, validate and test."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lit_lora._io import atomic_write_json
+from lit_lora.callbacks.meter import peak_memory, reset_peak_memory
+
+LIBRARIES = (
+    "lit_lora",
+    "torch",
+    "lightning",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "datasets",
+    "torchmetrics",
+)
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+class ResultsRecorder(L.Callback):
+    """Times training (validation excluded), counts samples and writes one JSON record per run.
+
+    ``config_name`` and ``config`` are filled in by the CLI from the config file it parsed.
+    """
+
+    def __init__(self, filename: str = "results.json") -> None:
+        self.filename = filename
+        self.config_name: str | None = None
+        self.config: dict[str, Any] | None = None
+        self._start = 0.0
+        self._train_seconds = 0.0
+        self._epoch_start = 0.0
+        self._eval_start = 0.0
+        self._eval_seconds = 0.0
+        self._samples = 0
+        self._eval_samples = 0
+
+    # ---- measuring --------------------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        reset_peak_memory(trainer.strategy.root_device)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._eval_seconds = 0.0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._samples += _batch_size(batch) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_seconds += time.perf_counter() - self._epoch_start - self._eval_seconds
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_start = time.perf_counter()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_start = time.perf_counter()
+
+    def _eval_end(self) -> None:
+        self._eval_seconds += time.perf_counter() - self._eval_start
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._eval_samples += _batch_size(batch) * trainer.world_size
+
+    # ---- writing ----------------------------------------------------------------------------------
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "fit")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_end()
+        if trainer.state.fn == "validate":
+            self._write(trainer, pl_module, "validate")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._eval_end()
+        self._write(trainer, pl_module, "test")
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        device = trainer.strategy.root_device
+        memory_mb, memory_kind = peak_memory(device)
+        wall = time.perf_counter() - self._start
+        record: dict[str, Any] = {
+            "stage": stage,
+            "config_name": self.config_name,
+            **(pl_module.describe() if hasattr(pl_module, "describe") else {}),
+            "metrics": {k: _number(v) for k, v in sorted(trainer.callback_metrics.items())},
+            "peak_memory_mb": round(memory_mb, 1),
+            "memory_kind": memory_kind,
+            "wall_time_s": round(wall, 2),
+            "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+            "num_devices": trainer.world_size,
+            "precision": str(trainer.precision),
+            "seed": _seed(),
+            "versions": library_versions(),
+        }
+        if stage == "fit":
+            record.update(
+                train_time_s=round(self._train_seconds, 2),
+                train_samples=self._samples,
+                samples_per_s=round(self._samples / self._train_seconds, 2) if self._train_seconds else None,
+                global_steps=trainer.global_step,
+                epochs=trainer.current_epoch,
+            )
+        elif stage == "test":
+            record.update(
+                test_samples=self._eval_samples,
+                samples_per_s=round(self._eval_samples / self._eval_seconds, 2)
+                if self._eval_seconds
+                else None,
+            )
+        if self.config is not None:
+            record["config"] = self.config
+        atomic_write_json(run_dir(trainer) / self.filename, record)
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Mapping):  # dicts and transformers' BatchEncoding
+        for value in batch.values():
+            if isinstance(value, torch.Tensor):
+                return int(value.shape[0])
+    return 0
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    return value
+
+
+def _seed() -> int | None:
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else None

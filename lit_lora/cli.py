@@ -1,0 +1,56 @@
+"""``python -m lit_lora {fit,validate,test,predict}``: LightningCLI with lit_lora's defaults."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lit_lora.callbacks import AdapterExport, PredictionsWriter, ResultsRecorder
+from lit_lora.data.base import TextDataModule
+from lit_lora.errors import LitLoraError
+from lit_lora.models.base import PeftModule
+
+
+class LitLoraCLI(LightningCLI):
+    """Links the tokenizer to the model and hands the parsed config to the results record."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer_name")
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        files = config.get("config") or []
+        recorder = next((c for c in self.trainer.callbacks if isinstance(c, ResultsRecorder)), None)
+        if recorder is not None:
+            recorder.config_name = Path(str(files[-1])).stem if files else None
+            recorder.config = yaml.safe_load(
+                self._parser(self.subcommand).dump(config, skip_link_targets=False)
+            )
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> LitLoraCLI:
+    return LitLoraCLI(
+        PeftModule,
+        TextDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=42,
+        trainer_defaults={"callbacks": [ResultsRecorder(), AdapterExport(), PredictionsWriter()]},
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+        run=run,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        build_cli(args)
+    except LitLoraError as err:
+        print(f"lit_lora: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

