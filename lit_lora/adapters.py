@@ -71,10 +71,10 @@ class AdaLoraSpec:
     """Initial rank of every adapted module."""
     target_r: int = 8
     """Average rank after reallocation: the final budget is target_r x number of adapted modules."""
-    tinit: int = 0
-    """Steps of warm-up before any rank is pruned."""
-    tfinal: int = 0
-    """Steps at the end that train with the final, fixed rank pattern."""
+    tinit: int | float = 0.1
+    """Warm-up before any rank is pruned: a step count, or a fraction of all steps when below 1."""
+    tfinal: int | float = 0.2
+    """Final phase training the fixed rank pattern: a step count, or a fraction of all steps below 1."""
     delta_t: int = 1
     """Steps between two budget reallocations."""
     beta1: float = 0.85
@@ -103,18 +103,19 @@ class AdaLoraSpec:
                 "AdaLoRA only prunes ranks"
             )
         if total_steps is None:  # evaluation only: the schedule never runs
-            total_steps = self.tinit + self.tfinal + 1
-        elif self.tinit + self.tfinal >= total_steps:
+            total_steps = 2
+        tinit, tfinal = _steps(self.tinit, total_steps), _steps(self.tfinal, total_steps)
+        if tinit + tfinal >= total_steps:
             raise LitLoraError(
-                f"model.adapter.tinit + model.adapter.tfinal = {self.tinit + self.tfinal} leaves no "
+                f"model.adapter.tinit + model.adapter.tfinal = {tinit + tfinal} steps leaves no "
                 f"budgeting phase in {total_steps} optimizer steps; their sum must be smaller"
             )
         return AdaLoraConfig(
             task_type=task_type,
             init_r=self.init_r,
             target_r=self.target_r,
-            tinit=self.tinit,
-            tfinal=self.tfinal,
+            tinit=tinit,
+            tfinal=tfinal,
             deltaT=self.delta_t,
             beta1=self.beta1,
             beta2=self.beta2,
@@ -187,6 +188,13 @@ class Quantization:
                 f"bitsandbytes {bitsandbytes.__version__} ({type(err).__name__}); use a CUDA or CPU device, "
                 "or model.quantization.mode=none"
             ) from err
+
+
+def _steps(value: int | float, total_steps: int) -> int:
+    """A step count as given, or a fraction (below 1) of ``total_steps``."""
+    if value < 0:
+        raise LitLoraError(f"AdaLoRA phase length {value} must not be negative")
+    return round(value * total_steps) if isinstance(value, float) and value < 1 else int(value)
 
 
 def _check_positive(key: str, value: int) -> None:
