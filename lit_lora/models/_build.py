@@ -80,6 +80,18 @@ def load_base_model(
         raise LitLoraError(f"model.model_name_or_path={name_or_path}: {str(err).splitlines()[0]}") from err
 
 
+def keep_4bit_weights_trainable_layout(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes (0.50) from repacking 4-bit weights for its CPU inference kernel.
+
+    On CPUs with AVX512-BF16 an eval-mode forward (Lightning's sanity check, validation) repacks the
+    weights in place and training mode never unpacks them, so the next training step fails inside
+    ``matmul_4bit``. lit_lora keeps the portable layout throughout.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def wrap_with_adapter(
     base: PreTrainedModel,
     adapter: AdapterSpec,

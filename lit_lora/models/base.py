@@ -17,7 +17,13 @@ from transformers import get_linear_schedule_with_warmup
 from lit_lora._io import atomic_directory
 from lit_lora.adapters import AdapterSpec, LoraSpec, Quantization
 from lit_lora.errors import LitLoraError
-from lit_lora.models._build import head_module_names, load_base_model, load_config, wrap_with_adapter
+from lit_lora.models._build import (
+    head_module_names,
+    keep_4bit_weights_trainable_layout,
+    load_base_model,
+    load_config,
+    wrap_with_adapter,
+)
 
 _ALLOCATOR_STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
 
@@ -106,6 +112,7 @@ class PeftModule(L.LightningModule):
             auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads
         )
         if self.quantization.enabled:
+            keep_4bit_weights_trainable_layout(base)
             base = prepare_model_for_kbit_training(
                 base,
                 use_gradient_checkpointing=self.gradient_checkpointing,
