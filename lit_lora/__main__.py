@@ -1,4 +1,28 @@
-from lit_lora.cli import main
+"""``python -m lit_lora``: ``sweep`` and ``report`` are lit_lora's own; the rest is LightningCLI."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from lit_lora.errors import LitLoraError
+
+OWN_COMMANDS = {"sweep": "lit_lora.sweep", "report": "lit_lora.report"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in OWN_COMMANDS:
+        try:
+            importlib.import_module(OWN_COMMANDS[args[0]]).main(args[1:])
+        except LitLoraError as err:
+            print(f"lit_lora: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
+    from lit_lora.cli import main as cli_main
+
+    cli_main(argv)
+
 
 if __name__ == "__main__":
     main()

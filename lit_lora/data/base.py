@@ -9,9 +9,9 @@ import datasets
 import lightning as L
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from lit_lora.data.files import check_data_dir, load_split_file, require_split_file
+from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.models._build import resolve_model_path
 
 Split = Literal["train", "validation", "test"]
@@ -40,6 +40,7 @@ class TextDataModule(L.LightningDataModule):
         test_split: Split = "validation",
         group_by_length: bool = True,
         num_workers: int = 0,
+        seed: int = 42,
     ) -> None:
         """
         Args:
@@ -55,6 +56,7 @@ class TextDataModule(L.LightningDataModule):
             group_by_length: Batch training rows of similar length together (less padding, same
                 randomness per epoch); evaluation is always sorted by length.
             num_workers: DataLoader worker processes.
+            seed: Seed of the training order (each epoch reshuffles from seed + epoch).
         """
         super().__init__()
         self.tokenizer_name = tokenizer_name
@@ -67,6 +69,7 @@ class TextDataModule(L.LightningDataModule):
         self.test_split = test_split
         self.group_by_length = group_by_length
         self.num_workers = num_workers
+        self.seed = seed
         self.splits: dict[str, datasets.Dataset] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
 
@@ -137,7 +140,7 @@ class TextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self.splits["train"]
         if self.group_by_length:
-            sampler = LengthGroupedSampler(self.batch_size, lengths=self._lengths("train"))
+            sampler = LengthGroupedSampler(self._lengths("train"), self.batch_size, seed=self.seed)
             return DataLoader(data, self.batch_size, sampler=sampler, **self._loader_kwargs())
         return DataLoader(data, self.batch_size, shuffle=True, **self._loader_kwargs())
 

