@@ -11,7 +11,7 @@ from lit_lora import AdaLoraSpec, LitLoraError, LoraSpec, Quantization
 from tests.conftest import REPO, TINY
 from tests.helpers import classifier
 
-H, I, LAYERS = TINY["hidden_size"], TINY["intermediate_size"], TINY["num_hidden_layers"]
+H, FFN, LAYERS = TINY["hidden_size"], TINY["intermediate_size"], TINY["num_hidden_layers"]
 HEAD = H * 2 + 2  # classifier: Linear(H, 2)
 POOLER = H * H + H  # pooler.dense: Linear(H, H)
 
@@ -34,7 +34,7 @@ def test_manual_ranks_config_gives_exact_count(tiny_bert):
     spec = LoraSpec(**config["model"]["init_args"]["adapter"]["init_args"])
     module = classifier(tiny_bert, spec, num_labels=2)
     attention = 4 * lora_params(H, H, 6)  # query, key, value, attention.output.dense
-    ffn = lora_params(H, I, 10) + lora_params(I, H, 10)  # intermediate.dense, output.dense
+    ffn = lora_params(H, FFN, 10) + lora_params(FFN, H, 10)  # intermediate.dense, output.dense
     assert module.parameter_counts()["trainable"] == LAYERS * (attention + ffn) + HEAD + POOLER
     ranks = {n: m.r["default"] for n, m in module.peft_model.named_modules() if isinstance(m, LoraLinear)}
     assert ranks["base_model.model.bert.encoder.layer.0.attention.output.dense"] == 6
