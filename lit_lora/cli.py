@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lit_lora._parse_errors import condense
 from lit_lora.callbacks import AdapterExport, PredictionsWriter, ResultsRecorder
 from lit_lora.data.base import TextDataModule
 from lit_lora.errors import LitLoraError
 from lit_lora.models.base import PeftModule
+
+
+class _Parser(LightningArgumentParser):
+    """Reports a bad key or value in one line and exits with status 2; takes no abbreviations."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A mistyped --trainer.max_epoch must fail, not silently match --trainer.max_epochs.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # a nested parser: the caller may still try other union members
+            super().error(message, ex)
+        print(f"lit_lora: error: {condense(message)}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 class LitLoraCLI(LightningCLI):
@@ -19,6 +36,7 @@ class LitLoraCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer_name")
+        parser.link_arguments("seed_everything", "data.init_args.seed", compute_fn=_data_seed)
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is None:
@@ -33,12 +51,18 @@ class LitLoraCLI(LightningCLI):
             )
 
 
+def _data_seed(seed: int | bool | None) -> int:
+    # seed_everything may be true/false (pick one / none): the data order then uses the default.
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 42
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> LitLoraCLI:
     return LitLoraCLI(
         PeftModule,
         TextDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=_Parser,
         seed_everything_default=42,
         trainer_defaults={"callbacks": [ResultsRecorder(), AdapterExport(), PredictionsWriter()]},
         save_config_kwargs={"overwrite": True},

@@ -1,0 +1,45 @@
+"""Turn jsonargparse's nested error report into one line that names the key and what is allowed."""
+
+from __future__ import annotations
+
+import re
+
+_PARSER_KEY = re.compile(r'^(\s*)(?:error: )?Parser key "([^"]+)":')
+_UNKNOWN = re.compile(r"^(\s*)(?:- )?Option '([^']+)' is not accepted")
+_EXPECTED = re.compile(r"^(\s*)(?:- )?Expected a (.+?)\. Got value: (.*)$")
+_LITERAL = re.compile(r"typing\.Literal\[(.*)\]")
+_CLASS = re.compile(r"<class '([\w.]+)'>")
+_UNRECOGNISED = re.compile(r"unrecognized arguments: (.*)")
+
+
+def condense(message: str) -> str:
+    """The first concrete problem in ``message``, prefixed with its dotted key path."""
+    stack: list[tuple[int, str]] = []
+    for line in message.splitlines():
+        if match := _PARSER_KEY.match(line):
+            indent = len(match.group(1))
+            stack = [(i, k) for i, k in stack if i < indent] + [(indent, match.group(2))]
+            continue
+        if (match := _UNKNOWN.match(line)) is not None:
+            path = _path(stack, len(match.group(1)), match.group(2))
+            return f"{path}: unknown key (see --help for the keys allowed here)"
+        if (match := _EXPECTED.match(line)) is not None and "NoneType" not in match.group(2):
+            path = _path(stack, len(match.group(1)))
+            return f"{path}: got {match.group(3)!r}, expected {_allowed(match.group(2))}"
+        if (match := _UNRECOGNISED.search(line)) is not None:
+            return f"unknown argument {match.group(1)} (see --help)"
+    first = next((line.strip() for line in message.splitlines() if line.strip()), message)
+    return first.removeprefix("error: ")
+
+
+def _path(stack: list[tuple[int, str]], indent: int, leaf: str | None = None) -> str:
+    keys = [key for i, key in stack if i < indent]
+    return ".".join([*keys, leaf] if leaf else keys)
+
+
+def _allowed(expected: str) -> str:
+    if literal := _LITERAL.search(expected):
+        return "one of " + literal.group(1)
+    if cls := _CLASS.search(expected):
+        return f"a value of type {cls.group(1)}"
+    return expected

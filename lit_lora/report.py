@@ -1,0 +1,239 @@
+"""``python -m lit_lora report RUN_DIRS... --out DIR``: ``results.json`` files to CSV, Markdown and plots.
+
+Rules. A *run* is one directory holding a ``results.json`` with ``stage: fit`` (``trainer.log_dir``);
+``test`` or ``validate`` records in the same directory add their metrics to it, and records with no
+fit beside them are skipped (and counted). Runs are grouped by ``config_name``, method, quantisation
+and the rest of their recorded config, ignoring seeds and output paths: a group is one configuration
+over seeds. Each group shows mean ± sample standard deviation (ddof=1) and n; n=1 shows no ±.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lit_lora._io import atomic_write_text
+from lit_lora.errors import LitLoraError
+
+IGNORED_SUFFIXES = ("seed", "seed_everything", "default_root_dir", "ckpt_path", "config")
+IGNORED_PREFIXES = ("trainer.logger",)
+MEMORY_KINDS = {
+    "cuda_max_allocated": "peak CUDA memory allocated by tensors",
+    "mps_driver_allocated": "MPS driver memory at the end of the run",
+    "cpu_peak_rss": "peak resident memory of the whole process",
+}
+Row = dict[str, Any]
+
+
+def find_runs(dirs: Sequence[Path]) -> tuple[list[Row], int]:
+    """One row per run directory below ``dirs``; also the number of records skipped for lack of a fit."""
+    by_dir: dict[Path, list[dict[str, Any]]] = {}
+    for root in dirs:
+        if not root.exists():
+            raise LitLoraError(f"run directory {root}: no such directory")
+        for path in sorted([root] if root.is_file() else root.rglob("results*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and "stage" in record:
+                by_dir.setdefault(path.parent, []).append(record)
+    if not by_dir:
+        raise LitLoraError(f"no results.json below {', '.join(map(str, dirs))}: give run directories")
+    rows, skipped = [], 0
+    for directory, records in sorted(by_dir.items()):
+        fits = [r for r in records if r["stage"] == "fit"]
+        if not fits:
+            skipped += len(records)
+            continue
+        rows.append(_row(directory, fits[-1], [r for r in records if r["stage"] != "fit"]))
+    return rows, skipped
+
+
+def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> Row:
+    params = fit.get("parameters") or {}
+    row: Row = {
+        "run_dir": str(directory),
+        "config_name": fit.get("config_name"),
+        "approach": approach(fit),
+        "method": fit.get("method"),
+        "quantization": fit.get("quantization"),
+        "seed": fit.get("seed"),
+        "stages": "+".join(["fit", *sorted({r["stage"] for r in others})]),
+        "device": fit.get("device"),
+        "precision": fit.get("precision"),
+        "trainable": params.get("trainable"),
+        "total": params.get("total"),
+        "trainable_pct": params.get("trainable_pct"),
+        **{k: fit.get(k) for k in ("peak_memory_mb", "memory_kind", "train_time_s", "wall_time_s")},
+        **{k: fit.get(k) for k in ("samples_per_s", "train_samples", "global_steps", "epochs")},
+    }
+    metrics = dict(fit.get("metrics") or {})
+    for other in others:
+        metrics.update({k: v for k, v in (other.get("metrics") or {}).items() if k not in metrics})
+        if other["stage"] == "test":
+            row["test_samples_per_s"] = other.get("samples_per_s")
+    row.update(sorted(metrics.items()))
+    row["_config"] = {k: v for k, v in _flatten(fit.get("config") or {}).items() if not _ignored(k)}
+    ranks = json.dumps(fit.get("ranks"), sort_keys=True)
+    base = (fit.get("config_name"), fit.get("method"), fit.get("quantization"), ranks)
+    row["_key"] = (*base, tuple(sorted(row["_config"].items())))
+    return row
+
+
+def approach(record: dict[str, Any]) -> str:
+    """``LoRA, r=8``, ``QLoRA (nf4), r=8``, ``AdaLoRA, r 12→8, bf16-mixed``, ``LoRA, r=6/10`` (pattern)."""
+    method, quant = record.get("method"), record.get("quantization") or "none"
+    name = {"lora": "LoRA", "adalora": "AdaLoRA"}.get(str(method), str(method))
+    if quant in ("nf4", "fp4") and name == "LoRA":
+        name = f"QLoRA ({quant})"
+    elif quant != "none":
+        name = f"{name} + {quant} base"
+    ranks = record.get("ranks") or {}
+    if "init_r" in ranks:
+        name += f", r {ranks['init_r']}→{ranks['target_r']}"
+    elif "r" in ranks:
+        values = sorted({int(ranks["r"]), *map(int, (ranks.get("rank_pattern") or {}).values())})
+        name += f", r={'/'.join(map(str, values))}"
+    precision = str(record.get("precision") or "")
+    return f"{name}, {precision}" if precision and not precision.startswith("32") else name
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(value, sort_keys=True)}
+
+
+def _ignored(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in IGNORED_SUFFIXES or key.startswith(IGNORED_PREFIXES)
+
+
+def _short(key: str) -> str:
+    parts = [p for p in key.split(".") if p != "init_args"]
+    return parts[-1] if parts else key
+
+
+def group_runs(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    """(label, runs) per configuration; the label adds what tells same-named configs apart."""
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row["_key"], []).append(row)
+    labelled = []
+    for key, runs in groups.items():
+        name = key[0] or "(no config name)"
+        siblings = [other[0]["_config"] for k, other in groups.items() if k[0] == key[0]]
+        mine = runs[0]["_config"]
+        differing = [k for k in mine if any(s.get(k) != mine[k] for s in siblings)]
+        extra = " ".join(f"{_short(k)}={json.loads(mine[k])}" for k in differing[:4])
+        if not extra and len(siblings) > 1:
+            extra = runs[0]["approach"]
+        labelled.append((f"{name} {extra}".strip(), runs))
+    labelled.sort(key=lambda g: (str(g[1][0]["config_name"]), g[1][0]["trainable"] or 0, g[0]))
+    return labelled
+
+
+def stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1) of the values present; std is None for one value."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
+
+
+def fmt(mean: float | None, std: float | None, digits: int, scale: float = 1.0) -> str:
+    if mean is None:
+        return "–"
+    text = f"{mean * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+
+
+def summarize(groups: list[tuple[str, list[Row]]], split: str) -> list[Row]:
+    """One summary row per group with the numbers behind the table."""
+    out = []
+    for label, runs in groups:
+        row: Row = {"config": label, "config_name": runs[0]["config_name"], "approach": runs[0]["approach"]}
+        row["n"] = len(runs)
+        row["seeds"] = " ".join(str(r["seed"]) for r in runs)
+        row["split"] = split
+        for name, key in (("accuracy", f"{split}/acc"), ("f1", f"{split}/f1")):
+            row[f"{name}_mean"], row[f"{name}_std"] = stats([r.get(key) for r in runs])
+        row["trainable"], row["trainable_pct"] = runs[0]["trainable"], runs[0]["trainable_pct"]
+        for name, key in (("memory_mb", "peak_memory_mb"), ("time_s", "train_time_s")):
+            row[f"{name}_mean"], row[f"{name}_std"] = stats([r.get(key) for r in runs])
+        row["samples_per_s_mean"], row["samples_per_s_std"] = stats([r.get("samples_per_s") for r in runs])
+        row["memory_kind"] = "/".join(sorted({str(r["memory_kind"]) for r in runs}))
+        out.append(row)
+    return out
+
+
+def markdown(summary: list[Row], split: str, n_runs: int, skipped: int) -> str:
+    head = ["Config", "Approach", f"Accuracy ({split}, %)", f"F1 ({split}, %)", "Params (%)"]
+    head += ["Memory (MB)", "Time (s)", "samples/s", "n"]
+    lines = ["# lit_lora report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        pct = s["trainable_pct"]
+        pct = "–" if pct is None else f"{pct:.2f}" if pct >= 0.1 else f"{pct:.3f}"
+        cells = [s["config"], s["approach"], fmt(s["accuracy_mean"], s["accuracy_std"], 2, 100)]
+        cells += [fmt(s["f1_mean"], s["f1_std"], 2, 100), pct]
+        cells += [fmt(s["memory_mb_mean"], s["memory_mb_std"], 0), fmt(s["time_s_mean"], s["time_s_std"], 1)]
+        cells += [fmt(s["samples_per_s_mean"], s["samples_per_s_std"], 1), str(s["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    kinds = sorted({k for s in summary for k in s["memory_kind"].split("/")})
+    lines += [
+        "",
+        f"{n_runs} runs. Mean ± sample standard deviation (ddof=1) over the n runs (seeds) of each config;",
+        "a single run shows no ±. Accuracy and F1 are the final "
+        + ("test" if split == "test" else "validation")
+        + " metrics. Params: trainable share of all parameters.",
+        "Time: training only (validation excluded); samples/s: training samples per second of it.",
+        "Memory: " + "; ".join(f"{k} = {MEMORY_KINDS.get(k, k)}" for k in kinds) + ".",
+    ]
+    if skipped:
+        lines.append(f"{skipped} records with no fit record in their directory were skipped.")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[Row]) -> str:
+    columns = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_")))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lit_lora report", description="Aggregate results.json files into a table and plots."
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="directories searched for results.json")
+    parser.add_argument("--out", type=Path, required=True, help="where the CSVs, table and plots go")
+    parser.add_argument("--split", choices=("auto", "val", "test"), default="auto", help="metrics split")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = parser.parse_args(argv)
+    rows, skipped = find_runs(args.run_dirs)
+    split = args.split
+    if split == "auto":
+        split = "test" if all(r.get("test/acc") is not None for r in rows) else "val"
+    groups = group_runs(rows)
+    summary = summarize(groups, split)
+    run_rows = [{"config": label, **run} for label, runs in groups for run in runs]
+    atomic_write_text(args.out / "results.csv", to_csv(run_rows))
+    atomic_write_text(args.out / "summary.csv", to_csv(summary))
+    atomic_write_text(args.out / "summary.md", markdown(summary, split, len(rows), skipped))
+    written = ["results.csv", "summary.csv", "summary.md"]
+    if not args.no_plots:
+        from lit_lora.report_plots import plot_all
+
+        written += plot_all(summary, run_rows, split, args.out)
+    print(f"lit_lora report: {len(rows)} runs in {len(groups)} configs -> {args.out}/{{{','.join(written)}}}")

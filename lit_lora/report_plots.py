@@ -1,0 +1,95 @@
+"""The report's PNG plots: accuracy against trainable parameters, and memory and time per config."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+Row = dict[str, Any]
+
+
+def save_atomic(fig: Figure, path: Path) -> None:
+    """Write the PNG beside its destination, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+
+
+def accuracy_vs_params(summary: list[Row], rows: list[Row], split: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.get_cmap("tab10")
+    markers = "osD^vP*Xh<>"
+    for i, s in enumerate(summary):
+        if s["trainable"] is None or s["accuracy_mean"] is None:
+            continue
+        color, marker = colors(i % 10), markers[i % len(markers)]
+        runs = [r.get(f"{split}/acc") for r in rows if r["config"] == s["config"]]
+        ys = [100 * v for v in runs if v is not None]
+        ax.scatter([s["trainable"]] * len(ys), ys, color=color, alpha=0.3, s=18, marker=marker)
+        ax.errorbar(
+            s["trainable"],
+            100 * s["accuracy_mean"],
+            yerr=None if s["accuracy_std"] is None else 100 * s["accuracy_std"],
+            fmt=marker,
+            color=color,
+            markersize=8,
+            capsize=4,
+            label=f"{s['config']} (n={s['n']})",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(f"{'test' if split == 'test' else 'validation'} accuracy (%)")
+    ax.set_title("Accuracy against trainable parameters (mean ± std over seeds; faint: each run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    save_atomic(fig, path)
+
+
+def bars(summary: list[Row], key: str, xlabel: str, title: str, path: Path) -> None:
+    labels = [s["config"] for s in summary]
+    means = [s[f"{key}_mean"] or 0.0 for s in summary]
+    stds = [s[f"{key}_std"] or 0.0 for s in summary]
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.45 * len(labels)))
+    ypos = range(len(labels))
+    families = list(dict.fromkeys(s["approach"].split(",")[0] for s in summary))
+    colors = [plt.get_cmap("tab10")(families.index(s["approach"].split(",")[0]) % 10) for s in summary]
+    ax.barh(ypos, means, xerr=stds, capsize=4, color=colors, alpha=0.85)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=plt.get_cmap("tab10")(i % 10)) for i in range(len(families))]
+    ax.legend(handles, families, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    ax.set_yticks(list(ypos), [f"{label} (n={s['n']})" for label, s in zip(labels, summary, strict=True)])
+    ax.invert_yaxis()
+    top = max((m + e for m, e in zip(means, stds, strict=True)), default=1.0) or 1.0
+    for y, (m, e, s) in enumerate(zip(means, stds, summary, strict=True)):
+        digits = 0 if m >= 100 else 1
+        text = f"{m:.{digits}f}" + (f" ± {e:.{digits}f}" if s["n"] > 1 else "")
+        ax.text(m + e + 0.01 * top, y, text, va="center", fontsize=8)
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    save_atomic(fig, path)
+
+
+def plot_all(summary: list[Row], rows: list[Row], split: str, out: Path) -> list[str]:
+    """Write the three plots into ``out``; returns their file names."""
+    kinds = "/".join(sorted({s["memory_kind"] for s in summary}))
+    accuracy_vs_params(summary, rows, split, out / "accuracy_vs_params.png")
+    bars(summary, "memory_mb", f"peak memory (MB, {kinds})", "Peak memory per config (mean ± std)",
+         out / "memory.png")  # fmt: skip
+    bars(summary, "time_s", "training time (s, validation excluded)", "Training time per config (mean ± std)",
+         out / "time.png")  # fmt: skip
+    return ["accuracy_vs_params.png", "memory.png", "time.png"]

@@ -1,0 +1,101 @@
+"""The command line as a user meets it: shipped configs, one-line errors, a real fit and test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification
+
+from lit_lora import AdaLoraSpec, LoraSpec
+from lit_lora.cli import build_cli
+from tests.conftest import REPO
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "lit_lora", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_every_config_parses_and_instantiates(config):
+    cli = build_cli(["--config", str(config)], run=False)
+    assert isinstance(cli.model.adapter, LoraSpec | AdaLoraSpec)
+    assert cli.datamodule.tokenizer_name == cli.model.model_name_or_path
+
+
+def test_qlora_config_is_the_lora_config_plus_quantisation():
+    lora, qlora = (
+        yaml.safe_load((REPO / "configs" / f"{n}.yaml").read_text()) for n in ("sst2_lora", "sst2_qlora")
+    )
+    quantization = qlora["model"]["init_args"].pop("quantization")
+    assert quantization == {"mode": "nf4", "double_quant": True}
+    lora["trainer"].pop("default_root_dir"), qlora["trainer"].pop("default_root_dir")
+    assert lora == qlora
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--model.adapter.rr", "3"], "model.adapter.rr: unknown key"),
+        (["--trainer.max_epoch", "3"], "unknown argument --trainer.max_epoch"),
+        (
+            ["--model.learning_rate", "fast"],
+            "model.learning_rate: got 'fast', expected a value of type float",
+        ),
+        (
+            ["--model.quantization.mode", "nf5"],
+            "model.quantization.mode: got 'nf5', expected one of 'none', 'nf4'",
+        ),
+        (["--data.data_dir", "/no/such/dir"], "data.data_dir=/no/such/dir: no such directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(override, message):
+    result = run_cli("fit", "--config", "configs/sst2_lora.yaml", *override)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lit_lora: error:")]
+    assert result.returncode == 2
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+
+
+def test_fit_then_test_from_the_command_line(tiny_bert, tiny_sst2, tmp_path):
+    common = ["--model.model_name_or_path", str(tiny_bert), "--data.data_dir", str(tiny_sst2)]
+    fit = run_cli(
+        "fit", "--config", "configs/sst2_lora.yaml", *common,
+        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "fit"),
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run = tmp_path / "fit" / "lightning_logs" / "version_0"
+    record = json.loads((run / "results.json").read_text())
+    assert record["stage"] == "fit" and record["config_name"] == "sst2_lora" and record["method"] == "lora"
+    assert {"val/acc", "val/f1", "train/loss"} <= set(record["metrics"])
+    assert record["parameters"]["trainable"] > 0 and record["train_samples"] == 96
+    assert record["samples_per_s"] > 0 and record["peak_memory_mb"] > 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["init_args"]["data_dir"] == str(
+        tiny_sst2
+    )
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    assert isinstance(PeftModel.from_pretrained(base, run / "adapter"), PeftModel)
+
+    test = run_cli(
+        "test", "--config", "configs/sst2_lora.yaml", *common, "--data.test_split", "test",
+        "--model.adapter_path", str(run / "adapter"), "--trainer.default_root_dir", str(tmp_path / "test"),
+    )  # fmt: skip
+    assert test.returncode == 0, test.stderr[-3000:]
+    tested = json.loads((tmp_path / "test" / "lightning_logs" / "version_0" / "results.json").read_text())
+    assert tested["stage"] == "test" and tested["test_samples"] == 32
+    assert 0.0 <= tested["metrics"]["test/acc"] <= 1.0 and "test/f1" in tested["metrics"]

@@ -1,0 +1,142 @@
+"""``python -m lit_lora report``: grouping, joining fit and test records, mean ± std, files written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lit_lora.__main__ import main as lit_lora_main
+from lit_lora.report import approach, fmt, stats
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_result(directory: Path, stage: str = "fit", seed: int = 1, r: int = 8, **fields: Any) -> Path:
+    """A results.json shaped like ResultsRecorder's, in ``directory/lightning_logs/version_0``."""
+    record: dict[str, Any] = {
+        "stage": stage,
+        "config_name": "sst2_lora",
+        "method": "lora",
+        "quantization": "none",
+        "ranks": {"r": r, "rank_pattern": {}},
+        "metrics": {"val/acc": 0.8, "val/f1": 0.7},
+        "parameters": {"trainable": 1000 * r, "total": 1_000_000, "trainable_pct": 0.1 * r},
+        "peak_memory_mb": 500.0,
+        "memory_kind": "cpu_peak_rss",
+        "wall_time_s": 12.0,
+        "train_time_s": 10.0,
+        "samples_per_s": 30.0,
+        "seed": seed,
+        "device": "cpu",
+        "precision": "32-true",
+        "config": {
+            "seed_everything": seed,
+            "trainer": {"default_root_dir": f"runs/{directory.name}", "max_epochs": 1},
+            "model": {"init_args": {"adapter": {"r": r, "alpha": 2 * r}}},
+            "data": {"init_args": {"seed": seed}},
+        },
+    }
+    record.update(fields)
+    path = directory / "lightning_logs" / "version_0" / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+ACCS = {1: 0.81, 2: 0.84, 3: 0.86}
+MEMS = {1: 510.0, 2: 530.0, 3: 560.0}
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    for seed, acc in ACCS.items():
+        metrics = {"val/acc": acc, "val/f1": acc - 0.05}
+        write_result(root / f"r8_s{seed}", seed=seed, metrics=metrics, peak_memory_mb=MEMS[seed])
+    write_result(root / "r16_s1", seed=1, r=16, metrics={"val/acc": 0.9, "val/f1": 0.88})
+    write_result(root / "orphan_test", stage="test", metrics={"test/acc": 0.5})
+    return root
+
+
+def test_mean_and_sample_std_over_seeds(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    lit_lora_main(["report", str(runs), "--out", str(out), "--no-plots"])
+    summary = {row["config"]: row for row in read_csv(out / "summary.csv")}
+    assert set(summary) == {"sst2_lora r=8 alpha=16", "sst2_lora r=16 alpha=32"}
+    r8 = summary["sst2_lora r=8 alpha=16"]
+    assert r8["n"] == "3"
+    assert float(r8["accuracy_mean"]) == pytest.approx(statistics.mean(ACCS.values()))
+    assert float(r8["accuracy_std"]) == pytest.approx(statistics.stdev(ACCS.values()))
+    assert float(r8["memory_mb_std"]) == pytest.approx(statistics.stdev(MEMS.values()))
+    assert summary["sst2_lora r=16 alpha=32"]["accuracy_std"] == ""  # one seed: no std
+    table = (out / "summary.md").read_text()
+    mean, std = 100 * statistics.mean(ACCS.values()), 100 * statistics.stdev(ACCS.values())
+    assert f"| {mean:.2f} ± {std:.2f} |" in table
+    assert "| 90.00 |" in table  # the single-seed row has no ±
+    assert "1 records with no fit record" in table
+    assert len(read_csv(out / "results.csv")) == 4
+
+
+def test_fit_and_test_records_in_one_directory_are_joined(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "a"
+    test = write_result(run, stage="test", metrics={"test/acc": 0.75, "test/f1": 0.7}, samples_per_s=99.0)
+    test.rename(test.with_name("results_test.json"))
+    write_result(run)
+    out = tmp_path / "report"
+    lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(out), "--no-plots"])
+    [row] = read_csv(out / "results.csv")
+    assert row["stages"] == "fit+test"
+    assert float(row["test/acc"]) == 0.75 and float(row["val/acc"]) == 0.8
+    assert float(row["samples_per_s"]) == 30.0 and float(row["test_samples_per_s"]) == 99.0
+    assert "Accuracy (test, %)" in (out / "summary.md").read_text()  # auto: every run has test metrics
+
+
+def test_plots_are_written(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    lit_lora_main(["report", str(runs), "--out", str(out)])
+    for name in ("accuracy_vs_params.png", "memory.png", "time.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_stats_and_formatting() -> None:
+    assert stats([1.0, None, 3.0]) == (2.0, statistics.stdev([1.0, 3.0]))
+    assert stats([2.0]) == (2.0, None)
+    assert stats([None]) == (None, None)
+    assert fmt(0.912, 0.0123, 2, 100) == "91.20 ± 1.23"
+    assert fmt(0.912, None, 2, 100) == "91.20"
+
+
+def test_approach_names() -> None:
+    assert approach({"method": "lora", "quantization": "nf4", "ranks": {"r": 8}}) == "QLoRA (nf4), r=8"
+    ada = {"method": "adalora", "quantization": "none", "ranks": {"init_r": 12, "target_r": 8}}
+    assert approach(ada) == "AdaLoRA, r 12→8"
+    manual = {"method": "lora", "quantization": "none", "ranks": {"r": 6, "rank_pattern": {"x": 10}}}
+    assert approach(manual) == "LoRA, r=6/10"
+    assert approach({"method": "lora", "quantization": "int8", "ranks": {"r": 8}}) == "LoRA + int8 base, r=8"
+
+
+@pytest.mark.parametrize("where", ["empty", "missing"])
+def test_no_results_is_a_one_line_error(tmp_path: Path, where: str) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lit_lora", "report", str(tmp_path / where), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("lit_lora: error: ") and where in errors[0]

@@ -1,0 +1,195 @@
+"""Sweep specifications and the offline runner: expansion, skipping, failures, the real sweep files."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lit_lora.__main__ import main as lit_lora_main
+from lit_lora.errors import LitLoraError
+from lit_lora.sweep import MARKER, STATE, is_completed, run_sweep, validate_keys
+from lit_lora.sweep_spec import build_command, expand, load_sweep, run_name
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+
+# A stand-in for `lit_lora fit`: logs its arguments to the run directory, fails for x=2.
+FAKE = (
+    "import os, sys, pathlib; d = pathlib.Path(os.environ['LIT_LORA_RUN_DIR']);"
+    "(d / 'argv.txt').open('a').write(' '.join(sys.argv[1:]) + '\\n');"
+    "print('training', sys.argv[1:]); sys.exit(3 if '--x=2' in sys.argv else 0)"
+)
+
+
+def spec_file(tmp_path: Path, parameters: dict[str, Any], method: str = "grid", **extra: Any) -> Path:
+    spec = {"method": method, "command": ["${interpreter}", "-c", FAKE, "${args}"], "parameters": parameters}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**spec, **extra}, sort_keys=False))
+    return path
+
+
+def test_grid_is_the_product_in_written_order(tmp_path: Path) -> None:
+    sweep = load_sweep(spec_file(tmp_path, {"x": {"values": [1, 2, 3]}, "y": {"values": ["a", "b"]}}))
+    runs = expand(sweep)
+    assert len(runs) == 6
+    assert runs[:3] == [{"x": 1, "y": "a"}, {"x": 1, "y": "b"}, {"x": 2, "y": "a"}]
+    assert expand(sweep, count=4) == runs[:4]
+    assert len({run_name(r) for r in runs}) == 6
+
+
+def test_grid_with_a_constant_and_run_cap(tmp_path: Path) -> None:
+    params = {"x": {"values": [1, 2, 3]}, "lr": {"value": 0.1}}
+    sweep = load_sweep(spec_file(tmp_path, params, run_cap=2))
+    assert expand(sweep) == [{"x": 1, "lr": 0.1}, {"x": 2, "lr": 0.1}]
+
+
+def test_random_draws_are_seeded_distinct_and_in_range(tmp_path: Path) -> None:
+    params = {
+        "r": {"values": [4, 8, 16]},
+        "steps": {"distribution": "int_uniform", "min": 1, "max": 1000},
+        "lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-2},
+        "dropout": {"min": 0.0, "max": 0.5},
+        "batch": {"distribution": "q_uniform", "min": 8, "max": 64, "q": 8},
+    }
+    sweep = load_sweep(spec_file(tmp_path, params, method="random"))
+    runs = expand(sweep, count=7, seed=1)
+    assert len(runs) == 7 and len({json.dumps(r, sort_keys=True) for r in runs}) == 7
+    assert expand(sweep, count=7, seed=1) == runs
+    assert expand(sweep, count=7, seed=2) != runs
+    for run in runs:
+        assert run["r"] in (4, 8, 16)
+        assert isinstance(run["steps"], int) and 1 <= run["steps"] <= 1000
+        assert 1e-5 <= run["lr"] <= 1e-2 and 0.0 <= run["dropout"] <= 0.5
+        assert run["batch"] % 8 == 0 and isinstance(run["batch"], int)
+    lrs = [math.log10(r["lr"]) for r in expand(sweep, count=200, seed=0)]
+    assert min(lrs) < -4 and max(lrs) > -3  # log-uniform: spread over the decades
+
+
+def test_random_stops_when_the_space_is_exhausted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep = load_sweep(spec_file(tmp_path, {"x": {"values": [1, 2]}}, method="bayes", metric={"name": "m"}))
+    assert sorted(r["x"] for r in expand(sweep, count=5)) == [1, 2]
+    err = capsys.readouterr().err
+    assert "bayes runs as random" in err and "only 2 distinct" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"method": "hyper"}, "method='hyper'"),
+        ({"parameters": {"x": {"min": 1}}}, "parameter x"),
+        ({"parameters": {"x": {"distribution": "beta", "min": 0, "max": 1}}}, "distribution='beta'"),
+        ({"parameters": {"x": {"distribution": "uniform", "min": 0, "max": 1}}}, "method=grid needs"),
+        ({"paramaters": {}}, "unknown key"),
+        ({"command": ["python", "train.py"]}, "no ${args}"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    spec = yaml.safe_load(spec_file(tmp_path, {"x": {"values": [1]}}).read_text())
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**spec, **change}))
+    with pytest.raises(LitLoraError, match="bad.yaml") as err:
+        load_sweep(tmp_path / "bad.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_random_needs_a_count(tmp_path: Path) -> None:
+    with pytest.raises(LitLoraError, match="--count"):
+        expand(load_sweep(spec_file(tmp_path, {"x": {"values": [1, 2]}}, method="random")))
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    sweep = load_sweep(spec_file(tmp_path, {"x": {"values": [1, 2, 3]}}))
+    out = tmp_path / "out"
+    assert run_sweep(sweep, out, extra=["--extra=yes"]) == 1
+    state = json.loads((out / STATE).read_text())["runs"]
+    assert [state[n]["status"] for n in ("x=1", "x=2", "x=3")] == ["completed", "failed", "completed"]
+    failed = json.loads((out / "x=2" / MARKER).read_text())
+    assert failed["returncode"] == 3 and "training" in failed["log_tail"]
+    assert "--x=2" in (out / "x=2" / "run.log").read_text()
+    assert (out / "x=3" / "argv.txt").read_text() == "--x=3 --extra=yes\n"  # extra args on every run
+
+    # Again: completed runs are skipped, the failed one is retried (and fails again).
+    assert run_sweep(sweep, out, extra=["--extra=yes"]) == 1
+    assert (out / "x=1" / "argv.txt").read_text().count("\n") == 1
+    assert (out / "x=2" / "argv.txt").read_text().count("\n") == 2
+    assert json.loads((out / STATE).read_text())["runs"]["x=1"]["status"] == "skipped"
+
+
+def test_the_cli_exits_non_zero_with_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = spec_file(tmp_path, {"x": {"values": [1, 2]}})
+    with pytest.raises(SystemExit) as exited:
+        lit_lora_main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--count", "2"])
+    assert exited.value.code == 1
+    assert "2 runs: 1 completed, 0 skipped, 1 failed" in capsys.readouterr().out
+
+
+def test_dry_run_prints_quoted_commands_and_runs_nothing(tmp_path: Path, capsys) -> None:
+    spec = spec_file(tmp_path, {"x": {"values": ["a b", 2]}})
+    lit_lora_main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--dry-run", "--", "--y=1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [shlex.split(line)[3:] for line in lines] == [["--x=a b", "--y=1"], ["--x=2", "--y=1"]]
+    assert shlex.split(lines[0])[:3] == [sys.executable, "-c", FAKE]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_with_a_fit_record_counts_as_completed(tmp_path: Path) -> None:
+    results = tmp_path / "lightning_logs" / "version_0" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"stage": "validate"}))
+    assert not is_completed(tmp_path)
+    results.write_text(json.dumps({"stage": "fit"}))
+    assert is_completed(tmp_path)
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exited:
+        lit_lora_main(["sweep", str(tmp_path / "missing.yaml")])
+    assert exited.value.code == 2
+    assert (
+        capsys.readouterr().err == f"lit_lora: error: sweep file {tmp_path / 'missing.yaml'}: no such file\n"
+    )
+
+
+def test_lit_lora_commands_get_their_own_root_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(REPO / "sweeps" / "sst2_methods.yaml")
+    params = expand(sweep, count=1)[0]
+    command = build_command(sweep, params, interpreter="python")
+    assert command[:4] == ["python", "-m", "lit_lora", "fit"]
+    assert command[4].startswith("--config=")  # config first, so its seed cannot override the sweep's
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_every_sweep_file_is_valid_and_uses_real_cli_keys(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(path.relative_to(REPO))
+    assert sweep.program and "${args}" in sweep.command and "${interpreter}" in sweep.command
+    assert sweep.command[sweep.command.index("${interpreter}") + 1 :][:3] == ["-m", "lit_lora", "fit"]
+    assert len(expand(sweep)) >= 4
+    validate_keys(sweep)
+
+
+def test_validate_keys_rejects_unknown_keys_and_values(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(REPO)
+    command = ["${env}", "${interpreter}", "-m", "lit_lora", "fit", "--config", "configs/sst2_lora.yaml"]
+    for params, message in [
+        ({"model.adapter.rank": {"values": [4]}}, "Option 'rank' is not accepted"),
+        ({"model.quantization.mode": {"values": ["nf4", "nf5"]}}, "nf5"),
+        ({"trainer.max_epochs": {"distribution": "uniform", "min": 0.5, "max": 1.5}}, "max_epochs"),
+    ]:
+        path = tmp_path / "bad.yaml"
+        path.write_text(
+            yaml.safe_dump({"method": "random", "command": [*command, "${args}"], "parameters": params})
+        )
+        with pytest.raises(LitLoraError, match=message):
+            validate_keys(load_sweep(path))
+    with pytest.raises(LitLoraError, match="unrecognized"):
+        validate_keys(load_sweep(REPO / "sweeps" / "sst2_rank.yaml"), extra=["--trainer.maxepochs=1"])
