@@ -1,0 +1,33 @@
+# Every target sets up what it needs: a fresh machine only needs python3 (3.10+) and pip.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch: on this project's machines `pip install torch==2.13.0` takes a local CPU
+# wheel. Elsewhere pass e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu".
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m lit_lora fit --config configs/demo.yaml
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check lit_lora tests benchmarks
+	$(VENV)/bin/ruff format --check lit_lora tests benchmarks
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/sst2_vs_hf_trainer.py
+
+clean:
+	rm -rf $(VENV) runs
