@@ -123,6 +123,10 @@ def _short(key: str) -> str:
     return parts[-1] if parts else key
 
 
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def group_runs(rows: list[Row]) -> list[tuple[str, list[Row]]]:
     """(label, runs) per configuration; the label adds what tells same-named configs apart."""
     groups: dict[tuple[Any, ...], list[Row]] = {}
@@ -134,7 +138,7 @@ def group_runs(rows: list[Row]) -> list[tuple[str, list[Row]]]:
         siblings = [other[0]["_config"] for k, other in groups.items() if k[0] == key[0]]
         mine = runs[0]["_config"]
         differing = [k for k in mine if any(s.get(k) != mine[k] for s in siblings)]
-        extra = " ".join(f"{_short(k)}={json.loads(mine[k])}" for k in differing[:4])
+        extra = " ".join(f"{_short(k)}={_show(json.loads(mine[k]))}" for k in differing[:4])
         if not extra and len(siblings) > 1:
             extra = runs[0]["approach"]
         labelled.append((f"{name} {extra}".strip(), runs))

@@ -33,15 +33,20 @@ def accuracy_vs_params(summary: list[Row], rows: list[Row], split: str, path: Pa
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = plt.get_cmap("tab10")
     markers = "osD^vP*Xh<>"
+    same_x: dict[Any, list[str]] = {}
+    for s in summary:
+        same_x.setdefault(s["trainable"], []).append(s["config"])
     for i, s in enumerate(summary):
         if s["trainable"] is None or s["accuracy_mean"] is None:
             continue
         color, marker = colors(i % 10), markers[i % len(markers)]
+        peers = same_x[s["trainable"]]  # configs with equal counts are spread apart by a few percent
+        x = s["trainable"] * 1.04 ** (peers.index(s["config"]) - (len(peers) - 1) / 2)
         runs = [r.get(f"{split}/acc") for r in rows if r["config"] == s["config"]]
         ys = [100 * v for v in runs if v is not None]
-        ax.scatter([s["trainable"]] * len(ys), ys, color=color, alpha=0.3, s=18, marker=marker)
+        ax.scatter([x] * len(ys), ys, color=color, alpha=0.3, s=18, marker=marker)
         ax.errorbar(
-            s["trainable"],
+            x,
             100 * s["accuracy_mean"],
             yerr=None if s["accuracy_std"] is None else 100 * s["accuracy_std"],
             fmt=marker,
@@ -51,6 +56,9 @@ def accuracy_vs_params(summary: list[Row], rows: list[Row], split: str, path: Pa
             label=f"{s['config']} (n={s['n']})",
         )
     ax.set_xscale("log")
+    xs = [s["trainable"] for s in summary if s["trainable"]]
+    if xs:  # at least a factor of 2 either side, so that the log axis keeps a few readable ticks
+        ax.set_xlim(min(xs) / 2, max(xs) * 2)
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(f"{'test' if split == 'test' else 'validation'} accuracy (%)")
     ax.set_title("Accuracy against trainable parameters (mean ± std over seeds; faint: each run)")

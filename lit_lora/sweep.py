@@ -133,7 +133,9 @@ def run_sweep(
     lit_lora = fit_args(sweep) is not None
     if validate and lit_lora:
         validate_keys(sweep, extra)
-    state: dict[str, Any] = {"spec": str(sweep.path), "method": sweep.method, "runs": {}}
+    previous = _load(out / STATE).get("runs")  # runs of earlier invocations stay listed
+    runs_state = previous if isinstance(previous, dict) else {}
+    state: dict[str, Any] = {"spec": str(sweep.path), "method": sweep.method, "runs": runs_state}
     counts = {"completed": 0, "skipped": 0, "failed": 0}
     for index, params in enumerate(runs, 1):
         name = run_name(params)

@@ -99,3 +99,13 @@ def test_fit_then_test_from_the_command_line(tiny_bert, tiny_sst2, tmp_path):
     tested = json.loads((tmp_path / "test" / "lightning_logs" / "version_0" / "results.json").read_text())
     assert tested["stage"] == "test" and tested["test_samples"] == 32
     assert 0.0 <= tested["metrics"]["test/acc"] <= 1.0 and "test/f1" in tested["metrics"]
+
+    predict = run_cli(
+        "predict", "--config", "configs/sst2_lora.yaml", *common, "--data.test_split", "test",
+        "--model.adapter_path", str(run / "adapter"), "--trainer.default_root_dir", str(tmp_path / "predict"),
+    )  # fmt: skip
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    lines = (
+        (tmp_path / "predict" / "lightning_logs" / "version_0" / "predictions.jsonl").read_text().splitlines()
+    )
+    assert len(lines) == 32 and {"label", "label_name", "confidence"} <= set(json.loads(lines[0]))

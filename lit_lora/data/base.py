@@ -141,14 +141,16 @@ class TextDataModule(L.LightningDataModule):
         data = self.splits["train"]
         if self.group_by_length:
             sampler = LengthGroupedSampler(self._lengths("train"), self.batch_size, seed=self.seed)
-            return DataLoader(data, self.batch_size, sampler=sampler, **self._loader_kwargs())
-        return DataLoader(data, self.batch_size, shuffle=True, **self._loader_kwargs())
+            return DataLoader(data, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, **self._loader_kwargs())
 
     def _eval_loader(self, split: str) -> DataLoader:
         # Metrics do not depend on order, so evaluate longest-first with minimal padding.
         lengths = self._lengths(split)
         order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-        return DataLoader(self.splits[split], self.eval_batch_size, sampler=order, **self._loader_kwargs())
+        return DataLoader(
+            self.splits[split], batch_size=self.eval_batch_size, sampler=order, **self._loader_kwargs()
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")
@@ -158,7 +160,9 @@ class TextDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         # Predictions are written in input order.
-        return DataLoader(self.splits[self.test_split], self.eval_batch_size, **self._loader_kwargs())
+        return DataLoader(
+            self.splits[self.test_split], batch_size=self.eval_batch_size, **self._loader_kwargs()
+        )
 
     def _loader_kwargs(self) -> dict[str, Any]:
         return {"collate_fn": self._collate(), "num_workers": self.num_workers}
