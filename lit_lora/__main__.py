@@ -21,7 +21,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     from lit_lora.cli import main as cli_main
 
-    cli_main(argv)
+    try:
+        cli_main(argv)
+    finally:
+        if args in (["-h"], ["--help"]):
+            print("\nlit_lora's own commands: sweep (W&B sweep files, offline), report (tables and plots);")
+            print("see python -m lit_lora sweep --help and python -m lit_lora report --help")
 
 
 if __name__ == "__main__":

@@ -218,11 +218,16 @@ def to_csv(rows: list[Row]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="lit_lora report", description="Aggregate results.json files into a table and plots."
+        prog="lit_lora report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, help="directories searched for results.json")
     parser.add_argument("--out", type=Path, required=True, help="where the CSVs, table and plots go")
-    parser.add_argument("--split", choices=("auto", "val", "test"), default="auto", help="metrics split")
+    parser.add_argument(
+        "--split",
+        choices=("auto", "val", "test"),
+        default="auto",
+        help="metrics in the table: auto = test if every run has them, else val",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
     rows, skipped = find_runs(args.run_dirs)
