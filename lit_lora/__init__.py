@@ -1,7 +1,23 @@
 """lit_lora: LoRA, QLoRA and AdaLoRA fine-tuning of Hugging Face models with Lightning and PEFT."""
 
-from lit_lora.adapters import AdaLoraSpec, LoraSpec, Quantization
-from lit_lora.errors import LitLoraError
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["AdaLoraSpec", "LitLoraError", "LoraSpec", "Quantization", "__version__"]
+
+# Imported on first use: `lit_lora sweep` and `lit_lora report` should not pay for peft and torch.
+_LAZY = {
+    "AdaLoraSpec": "lit_lora.adapters",
+    "LoraSpec": "lit_lora.adapters",
+    "Quantization": "lit_lora.adapters",
+    "LitLoraError": "lit_lora.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lit_lora' has no attribute {name!r}")
