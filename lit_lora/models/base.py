@@ -84,6 +84,13 @@ class PeftModule(L.LightningModule):
     def _on_model_built(self) -> None:
         """Create task state that depends on the built model (metrics, generation settings)."""
 
+    def _trained_heads(self, config: Any) -> list[str]:
+        """Modules trained in full and kept out of quantisation: by default the task head and pooler.
+
+        Language models override this to return [] (their ``lm_head`` stays frozen).
+        """
+        return head_module_names(self.auto_model_class, config)
+
     # ---- model construction -----------------------------------------------------------------------
 
     @property
@@ -107,7 +114,7 @@ class PeftModule(L.LightningModule):
             return
         auto_cls = self.auto_model_class
         config = load_config(self.model_name_or_path, **self._build_kwargs())
-        heads = head_module_names(auto_cls, config)
+        heads = self._trained_heads(config)
         base = load_base_model(
             auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads
         )
