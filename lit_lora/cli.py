@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from lit_lora._parse_errors import condense
 from lit_lora.callbacks import AdapterExport, PredictionsWriter, ResultsRecorder
@@ -49,6 +50,18 @@ class LitLoraCLI(LightningCLI):
             recorder.config = yaml.safe_load(
                 self._parser(self.subcommand).dump(config, skip_link_targets=False)
             )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        # A CSV logger always comes first, so the run directory is <default_root_dir>/lightning_logs/
+        # version_N whatever else is configured or installed; `trainer.logger: false` turns all off.
+        configured = self._get(self.config_init, "trainer", default={}).get("logger")
+        if configured in (None, True):
+            kwargs["logger"] = True
+        trainer = super().instantiate_trainer(**kwargs)
+        if configured is not False and not any(isinstance(lg, CSVLogger) for lg in trainer.loggers):
+            configured_loggers = [] if configured in (None, True) else trainer.loggers
+            trainer.loggers = [CSVLogger(save_dir=trainer.default_root_dir), *configured_loggers]
+        return trainer
 
 
 def _data_seed(seed: int | bool | None) -> int:

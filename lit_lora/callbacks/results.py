@@ -150,6 +150,31 @@ class ResultsRecorder(L.Callback):
         if self.config is not None:
             record["config"] = self.config
         atomic_write_json(run_dir(trainer) / self.filename, record)
+        _publish_to_wandb(trainer, record)
+
+
+def _publish_to_wandb(trainer: L.Trainer, record: dict[str, Any]) -> None:
+    """Put the run config into the W&B run's config and the flattened record into its summary."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            if "config" in record:
+                run.config.update(record["config"], allow_val_change=True)
+            summary = {k: v for k, v in _flatten(record).items() if not k.startswith("config/")}
+            run.summary.update(summary)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _batch_size(batch: Any) -> int:
