@@ -1,0 +1,1 @@
+"""Task metrics that are pure functions of predictions and gold answers."""

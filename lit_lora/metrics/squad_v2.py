@@ -1,0 +1,81 @@
+"""SQuAD v2 exact match and F1, as defined by the official evaluation script (``evaluate-v2.0.py``).
+
+Scores are percentages, as the official script prints them. An unanswerable question has the empty
+string as its only gold answer, so only an empty (or article/punctuation-only) prediction scores on it.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from collections.abc import Mapping, Sequence
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation, drop the articles a/an/the, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _tokens(text: str) -> list[str]:
+    return normalize_answer(text).split() if text else []
+
+
+def exact(gold: str, prediction: str) -> int:
+    """1 when the normalised strings are equal, else 0."""
+    return int(normalize_answer(gold) == normalize_answer(prediction))
+
+
+def f1(gold: str, prediction: str) -> float:
+    """Bag-of-tokens F1 of the normalised strings; when either is empty, 1 if both are, else 0."""
+    gold_tokens, pred_tokens = _tokens(gold), _tokens(prediction)
+    if not gold_tokens or not pred_tokens:
+        return float(gold_tokens == pred_tokens)
+    same = sum((collections.Counter(gold_tokens) & collections.Counter(pred_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def gold_answers(answers: Sequence[str]) -> list[str]:
+    """The official script's gold set: answers that normalise to something, else the empty answer."""
+    kept = [a for a in answers if normalize_answer(a)]
+    return kept or [""]
+
+
+def score(answers: Sequence[str], prediction: str) -> tuple[int, float]:
+    """(exact, f1) of one prediction: the maximum over the gold answers."""
+    golds = gold_answers(answers)
+    return max(exact(g, prediction) for g in golds), max(f1(g, prediction) for g in golds)
+
+
+def aggregate(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Official totals over the questions in ``answers`` (a missing prediction counts as wrong).
+
+    Returns ``exact``, ``f1`` and ``total``, and ``HasAns_*`` / ``NoAns_*`` for the questions with /
+    without gold answers when there are any (as the official script does). Scores are percentages.
+    """
+    per_question = {
+        qid: score(golds, predictions[qid]) if qid in predictions else (0, 0.0)
+        for qid, golds in answers.items()
+    }
+    # Like the official script: a question is answerable when it lists any answer at all.
+    groups = {
+        "": list(answers),
+        "HasAns_": [qid for qid, golds in answers.items() if golds],
+        "NoAns_": [qid for qid, golds in answers.items() if not golds],
+    }
+    result: dict[str, float] = {}
+    for prefix, ids in groups.items():
+        if not ids and prefix:
+            continue
+        total = len(ids)
+        result[f"{prefix}exact"] = 100.0 * sum(per_question[q][0] for q in ids) / total if total else 0.0
+        result[f"{prefix}f1"] = 100.0 * sum(per_question[q][1] for q in ids) / total if total else 0.0
+        result[f"{prefix}total"] = float(total)
+    return result
