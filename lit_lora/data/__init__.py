@@ -3,11 +3,13 @@
 from lit_lora.data.base import TextDataModule
 from lit_lora.data.classification import AGNewsDataModule, ClassificationDataModule, SST2DataModule
 from lit_lora.data.demo import DemoSentimentDataModule
+from lit_lora.data.squad import SquadV2DataModule
 
 __all__ = [
     "AGNewsDataModule",
     "ClassificationDataModule",
     "DemoSentimentDataModule",
     "SST2DataModule",
+    "SquadV2DataModule",
     "TextDataModule",
 ]
