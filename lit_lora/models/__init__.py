@@ -2,5 +2,6 @@
 
 from lit_lora.models.base import PeftModule
 from lit_lora.models.classification import SequenceClassifier
+from lit_lora.models.question_answering import QuestionAnswering
 
-__all__ = ["PeftModule", "SequenceClassifier"]
+__all__ = ["PeftModule", "QuestionAnswering", "SequenceClassifier"]

@@ -1,0 +1,174 @@
+"""Extractive question answering (SQuAD v2) with a PEFT adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from peft import TaskType
+from transformers import AutoModelForQuestionAnswering
+
+from lit_lora.errors import LitLoraError
+from lit_lora.metrics.squad_v2 import aggregate
+from lit_lora.models._qa_decode import (
+    FeatureResult,
+    decide,
+    gold_by_question,
+    to_char_spans,
+    top_token_spans,
+)
+from lit_lora.models.base import PeftModule
+
+Batch = dict[str, Any]
+CLS_INDEX = 0  # the null answer's position; the datamodule labels unanswerable windows with it
+POSITIONS = ("start_positions", "end_positions")
+
+
+class QuestionAnswering(PeftModule):
+    """``AutoModelForQuestionAnswering`` + adapter; the span head (``qa_outputs``) is trained in full.
+
+    Validation and test decode every question from all its windows at epoch end (n-best spans inside
+    the context, null answer when its score beats the best span's by the threshold) and log, per
+    stage, ``exact`` and ``f1`` overall and for ``HasAns_`` / ``NoAns_`` questions (percentages, by the
+    official SQuAD v2 rules), ``start_acc`` / ``end_acc`` (fraction of windows whose start / end token
+    is right, CLS included) and ``loss``. ``predict`` returns one answer per question with its
+    confidence; the empty answer means unanswerable.
+    """
+
+    auto_model_class = AutoModelForQuestionAnswering
+    task_type = TaskType.QUESTION_ANS
+
+    def __init__(
+        self,
+        *args: Any,
+        n_best: int = 20,
+        max_answer_length: int = 30,
+        null_score_diff_threshold: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            n_best: Spans kept per question (highest start + end logit) when decoding.
+            max_answer_length: Longest answer span, in tokens.
+            null_score_diff_threshold: Answer "unanswerable" when the null (CLS) score exceeds the best
+                span's score by more than this; raise it to answer more often.
+        """
+        super().__init__(*args, **kwargs)
+        if n_best < 1 or max_answer_length < 1:
+            raise LitLoraError("model.n_best and model.max_answer_length must be at least 1")
+        self.n_best = n_best
+        self.max_answer_length = max_answer_length
+        self.null_score_diff_threshold = null_score_diff_threshold
+        self._results: list[FeatureResult] = []
+        self._hits = torch.zeros(3, dtype=torch.long)  # right starts, right ends, windows
+
+    def forward(self, batch: Batch) -> Any:
+        inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        # PeftModelForQuestionAnswering.forward (peft 0.21) drops token_type_ids, which BERT needs to
+        # tell question from context; the tuner model below it passes every input through.
+        return self.peft_model.base_model(**inputs)
+
+    @staticmethod
+    def _span_loss(outputs: Any, batch: Batch) -> torch.Tensor:
+        start = F.cross_entropy(outputs.start_logits.float(), batch["start_positions"])
+        end = F.cross_entropy(outputs.end_logits.float(), batch["end_positions"])
+        return (start + end) / 2
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        outputs = self(batch)
+        task_loss = self._span_loss(outputs, batch)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", task_loss, prog_bar=True, batch_size=size)
+        if outputs.loss is not None and self.uses_rank_allocation:
+            # PEFT adds AdaLoRA's orthogonality regulariser to the loss it returns; log it apart.
+            self.log("train/orth_reg", outputs.loss.detach() - task_loss.detach(), batch_size=size)
+        return outputs.loss if outputs.loss is not None else task_loss
+
+    # ---- evaluation -------------------------------------------------------------------------------
+
+    def _feature_results(self, batch: Batch, start: torch.Tensor, end: torch.Tensor) -> list[FeatureResult]:
+        offsets = batch["offset_mapping"]
+        width = start.shape[1]
+        context_mask = torch.tensor(
+            [[o is not None for o in row] + [False] * (width - len(row)) for row in offsets],
+            device=start.device,
+        )
+        spans = top_token_spans(start, end, context_mask, self.n_best, self.max_answer_length)
+        null = (start[:, CLS_INDEX] + end[:, CLS_INDEX]).tolist()
+        return [
+            FeatureResult(
+                batch["example_id"][i],
+                null[i],
+                to_char_spans(spans[i], offsets[i]),
+                batch["context"][i],
+                batch["answer_texts"][i] if "answer_texts" in batch else None,
+            )
+            for i in range(len(offsets))
+        ]
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        outputs = self(batch)
+        start, end = outputs.start_logits.float(), outputs.end_logits.float()
+        size = start.shape[0]
+        self.log(f"{stage}/loss", self._span_loss(outputs, batch), batch_size=size, sync_dist=True)
+        padding = ~batch["attention_mask"].bool()
+        for column, logits in enumerate((start, end)):
+            predicted = logits.masked_fill(padding, -torch.inf).argmax(dim=-1)
+            self._hits[column] += int((predicted == batch[POSITIONS[column]]).sum())
+        self._hits[2] += size
+        if "offset_mapping" in batch:
+            self._results.extend(self._feature_results(batch, start, end))
+
+    def _reset(self) -> None:
+        self._results, self._hits = [], torch.zeros(3, dtype=torch.long)
+
+    def _gathered(self) -> tuple[list[FeatureResult], torch.Tensor]:
+        hits = self.trainer.strategy.reduce(self._hits.to(self.device), reduce_op="sum")
+        if not (dist.is_available() and dist.is_initialized()):
+            return self._results, hits
+        parts: list[list[FeatureResult]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(parts, self._results)
+        return [r for part in parts for r in part], hits
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        results, hits = self._gathered()
+        windows = max(int(hits[2]), 1)
+        self.log(f"{stage}/start_acc", hits[0].float() / windows)
+        self.log(f"{stage}/end_acc", hits[1].float() / windows)
+        if results:
+            answers = decide(results, self.n_best, self.null_score_diff_threshold)
+            scores = aggregate({qid: a.text for qid, a in answers.items()}, gold_by_question(results))
+            for name, value in scores.items():
+                if not name.endswith("total"):
+                    self.log(f"{stage}/{name}", value, prog_bar=name in ("exact", "f1"))
+        self._reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
+        """One answer per question in the batch (the datamodule keeps a question's windows together)."""
+        outputs = self({k: v for k, v in batch.items() if k not in POSITIONS})
+        results = self._feature_results(batch, outputs.start_logits.float(), outputs.end_logits.float())
+        answers = decide(results, self.n_best, self.null_score_diff_threshold)
+        return [
+            {"id": qid, "answer": a.text, "confidence": a.confidence, "no_answer": a.text == ""}
+            for qid, a in answers.items()
+        ]

@@ -1,0 +1,224 @@
+"""SQuAD v2: official EM/F1, windows and their labels, null-answer decoding, training and evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from lit_lora import LoraSpec
+from lit_lora.data import SquadV2DataModule
+from lit_lora.metrics.squad_v2 import aggregate, exact, f1, normalize_answer, score
+from lit_lora.models import QuestionAnswering
+from lit_lora.models._qa_decode import FeatureResult, decide, top_token_spans
+from tests.helpers import trainer
+
+FILLER = "Travellers describe its markets, rivers and old stone bridges at great length in their diaries. "
+FACTS = [
+    ("Zembla", "Freedonia", "Anna Kowal"),
+    ("Lorvik", "Tarsia", "Jonas Brell"),
+    ("Quenby", "Mardova", "Ilse Varga"),
+    ("Osterholt", "Vellia", "Piet Adler"),
+]
+
+
+def squad_json(facts=FACTS, filler_repeats: int = 3) -> dict:
+    """Official-format SQuAD v2 data: per context two answerable and two unanswerable questions."""
+    paragraphs = []
+    for capital, country, founder in facts:
+        context = FILLER * filler_repeats + f"The capital of {country} is {capital}. "
+        context += f"{country} was founded by {founder}. " + FILLER
+        qas = [
+            (f"What is the capital of {country}?", capital),
+            (f"Who founded {country}?", founder),
+            (f"What is the largest lake of {country}?", None),
+            (f"Who was the first king of {country}?", None),
+        ]
+        paragraphs.append(
+            {
+                "context": context,
+                "qas": [
+                    {
+                        "id": f"{country}-{n}",
+                        "question": question,
+                        "answers": []
+                        if text is None
+                        else [{"text": text, "answer_start": context.index(text)}],
+                        "is_impossible": text is None,
+                    }
+                    for n, (question, text) in enumerate(qas)
+                ],
+            }
+        )
+    return {"version": "v2.0", "data": [{"title": "Made up", "paragraphs": paragraphs}]}
+
+
+@pytest.fixture(scope="session")
+def tiny_squad(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("tiny_squad") / "dev-v2.0.json"
+    path.write_text(json.dumps(squad_json()))
+    return path
+
+
+def datamodule(model, path, **kwargs) -> SquadV2DataModule:
+    kwargs = {"max_length": 64, "doc_stride": 24, "batch_size": 4, **kwargs}
+    return SquadV2DataModule(
+        tokenizer_name=str(model), train_file=str(path), validation_file=str(path), **kwargs
+    )
+
+
+def qa_model(model, **kwargs) -> QuestionAnswering:
+    kwargs = {"learning_rate": 1e-2, "warmup_ratio": 0.0, **kwargs}
+    return QuestionAnswering(str(model), adapter=LoraSpec(r=4, alpha=8, dropout=0.0), **kwargs)
+
+
+# ---- metrics: the official evaluate-v2.0.py definitions ---------------------------------------------
+
+
+def test_normalisation_drops_case_punctuation_articles_and_extra_space():
+    assert normalize_answer("  The Normans,  an  ANCIENT people!") == "normans ancient people"
+    assert normalize_answer("Anthem of the Andes") == "anthem of andes"  # articles only as whole words
+    assert normalize_answer("theatre a-n") == "theatre"  # punctuation goes first, leaving the article "an"
+
+
+def test_exact_and_f1_of_single_answers():
+    assert exact("Normans", "the Normans.") == 1
+    assert f1("in the 10th and 11th centuries", "10th century") == pytest.approx(2 / 7)
+    assert f1("Denmark, Iceland and Norway", "Norway Iceland Denmark and") == 1.0  # bag of tokens
+    assert f1("France", "Paris") == 0.0
+
+
+def test_scores_take_the_best_gold_answer_and_treat_unanswerable_strictly():
+    assert score(["France", "in France"], "France, Europe") == (0, pytest.approx(2 / 3))
+    assert score(["France", "the Kingdom of France"], "kingdom of france") == (1, 1.0)
+    assert score(["France"], "") == (0, 0.0)  # no answer for an answerable question
+    assert score([], "France") == (0, 0.0)  # an answer for an unanswerable question
+    assert score([], "") == (1, 1.0)
+    assert score([], "The.") == (1, 1.0)  # normalises to nothing: the official script agrees
+
+
+def test_aggregate_splits_answerable_and_unanswerable_and_counts_missing_as_wrong():
+    gold = {"a": ["France"], "b": [], "c": [], "d": ["1066"]}
+    result = aggregate({"a": "France", "b": "", "c": "Paris", "d": "1066 AD"}, gold)
+    assert result["exact"] == pytest.approx(50.0) and result["f1"] == pytest.approx(100 * (8 / 3) / 4)
+    assert result["HasAns_exact"] == pytest.approx(50.0) and result["HasAns_f1"] == pytest.approx(250 / 3)
+    assert result["NoAns_exact"] == result["NoAns_f1"] == pytest.approx(50.0)
+    assert result["HasAns_total"] == 2 and result["NoAns_total"] == 2
+    assert aggregate({"a": "France"}, gold)["exact"] == pytest.approx(25.0)  # b, c, d missing
+    assert "NoAns_exact" not in aggregate({"a": "France"}, {"a": ["France"]})
+
+
+# ---- features ---------------------------------------------------------------------------------------
+
+
+def test_long_context_windows_label_the_answer_only_where_it_lies(tiny_bert, tiny_squad):
+    data = datamodule(tiny_bert, tiny_squad)
+    data.setup("validate")
+    features = [f for f in data.splits["validation"] if f["example_id"] == "Freedonia-0"]
+    assert len(features) >= 3  # one context, several overlapping windows
+    answer_start = squad_json()["data"][0]["paragraphs"][0]["context"].index("Zembla")
+    labelled = 0
+    for feature in features:
+        spans = [o for o in feature["offset_mapping"] if o is not None]
+        contains = spans[0][0] <= answer_start and answer_start + len("Zembla") <= spans[-1][1]
+        start, end = feature["start_positions"], feature["end_positions"]
+        if contains:
+            labelled += 1
+            offsets = feature["offset_mapping"]
+            assert feature["context"][offsets[start][0] : offsets[end][1]] == "Zembla"
+        else:
+            assert start == end == 0  # CLS
+        assert len(feature["offset_mapping"]) == len(feature["input_ids"])
+    assert labelled >= 1
+    unanswerable = [f for f in data.splits["validation"] if f["example_id"] == "Freedonia-2"]
+    assert all(f["start_positions"] == f["end_positions"] == 0 for f in unanswerable)
+
+
+def test_predict_batches_keep_each_question_in_one_batch(tiny_bert, tiny_squad):
+    data = datamodule(tiny_bert, tiny_squad, eval_batch_size=5)
+    data.setup("predict")
+    ids = [qid for batch in data.predict_dataloader() for qid in dict.fromkeys(batch["example_id"])]
+    assert len(ids) == len(set(ids)) == 16  # no question split across batches, input order kept
+
+
+# ---- decoding ---------------------------------------------------------------------------------------
+
+
+def test_span_search_stays_inside_the_context_and_the_length_limit():
+    start = torch.tensor([[10.0, 1.0, 5.0, 0.0]])
+    end = torch.tensor([[10.0, 0.0, 1.0, 6.0]])
+    context = torch.tensor([[False, True, True, True]])  # CLS is never a span
+    spans = top_token_spans(start, end, context, n_best=3, max_answer_length=2)[0]
+    assert spans[0] == (11.0, 2, 3) and [s for s, _, _ in spans] == [11.0, 6.0, 6.0]
+    assert all((i, j) != (1, 3) for _, i, j in spans)  # 1..3 (score 7) is 3 tokens long
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(1.9, ""), (2.0, "Zembla"), (2.1, "Zembla")])
+def test_null_answer_wins_when_it_beats_the_best_span_by_the_threshold(threshold, expected):
+    context = "Zembla is the capital."
+    windows = [
+        FeatureResult("q", 5.0, [(3.0, 0, 6), (1.0, 14, 21)], context, ["Zembla"]),
+        FeatureResult("q", 7.0, [(3.0, 0, 6)], context, ["Zembla"]),  # overlapping window, same span
+    ]
+    for order in (windows, windows[::-1]):
+        answer = decide(order, n_best=20, threshold=threshold)["q"]
+        assert answer.text == expected
+        probs = torch.tensor([5.0, 3.0, 1.0]).softmax(0)  # null is the lowest over windows; span once
+        assert answer.confidence == pytest.approx(float(probs[0] if expected == "" else probs[1]))
+
+
+# ---- training and evaluation ------------------------------------------------------------------------
+
+
+def test_inputs_reach_the_model_whole_and_only_adapter_and_head_train(tiny_bert, tiny_squad, tmp_path):
+    module, data = qa_model(tiny_bert), datamodule(tiny_bert, tiny_squad)
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():  # a fresh LoRA adds zero: the module must equal the plain model, segments included
+        plain = module.peft_model.get_base_model()(**inputs).start_logits
+        assert torch.equal(module(batch).start_logits, plain)
+    before = {k: v.clone() for k, v in module.peft_model.state_dict().items()}
+    trainer(tmp_path, max_steps=3).fit(module, data)
+    after = module.peft_model.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    trainable = {n for n, p in module.peft_model.named_parameters() if p.requires_grad}
+    assert changed == trainable
+    assert any("qa_outputs.modules_to_save" in k for k in trainable)
+    assert all(".lora_" in k or ".modules_to_save." in k for k in trainable)
+
+
+def test_fit_then_test_reports_official_metrics_that_predict_reproduces(tiny_bert, tiny_squad, tmp_path):
+    module, data = qa_model(tiny_bert), datamodule(tiny_bert, tiny_squad)
+    run = trainer(tmp_path, max_epochs=2, limit_val_batches=1.0)
+    run.fit(module, data)
+    assert {"val/exact", "val/f1", "val/start_acc", "val/end_acc"} <= set(run.callback_metrics)
+    (metrics,) = run.test(module, data)
+    names = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "start_acc", "end_acc")
+    assert {f"test/{n}" for n in names} <= set(metrics)
+    assert all(math.isfinite(v) for v in metrics.values())
+
+    # predict decodes in input order, test in length order: the same answers must come out
+    predictions = [row for batch in run.predict(module, data) for row in batch]
+    assert [row["id"] for row in predictions] == [f"{c}-{n}" for _, c, _ in FACTS for n in range(4)]
+    assert all(
+        0.0 < row["confidence"] <= 1.0 and row["no_answer"] == (row["answer"] == "") for row in predictions
+    )
+    gold = {f"{c}-{n}": [a, f][n] if n < 2 else [] for a, c, f in FACTS for n in range(4)}
+    rescored = aggregate({row["id"]: row["answer"] for row in predictions}, gold)
+    assert rescored["exact"] == pytest.approx(metrics["test/exact"])
+    assert rescored["f1"] == pytest.approx(metrics["test/f1"])
+
+
+def test_decisions_do_not_depend_on_window_order():
+    rng = random.Random(0)
+    windows = [
+        FeatureResult(f"q{i % 3}", rng.uniform(-2, 2), [(rng.uniform(-3, 3), 0, 4)], "abcdefgh", [])
+        for i in range(12)
+    ]
+    expected = decide(windows, n_best=5, threshold=0.0)
+    rng.shuffle(windows)
+    assert decide(windows, n_best=5, threshold=0.0) == expected
