@@ -1,0 +1,181 @@
+"""Multi-domain chat SFT: several sources, each capped and split 90/10, mixed by concatenation or weight."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any, Literal
+
+import datasets
+
+from lit_lora.data._chat_render import ChatEncoder, pad_batch, resolve_template
+from lit_lora.data._chat_sources import (
+    MESSAGE_FEATURES,
+    ChatSource,
+    MessageMapper,
+    check_columns,
+    check_source,
+    load_source,
+)
+from lit_lora.data._mixing import capped_order, draw, quotas, source_rng, validation_count
+from lit_lora.data.base import TextDataModule
+from lit_lora.errors import LitLoraError
+
+log = logging.getLogger(__name__)
+MIXING = ("concat", "proportional")
+
+
+class ChatSFTDataModule(TextDataModule):
+    """Supervised fine-tuning on chat conversations from several sources, loss on assistant tokens only.
+
+    Per source: a seeded random sample of at most ``max_samples`` rows, rendered with the tokenizer's
+    chat template, then a seeded train/validation split (``val_fraction``). Training rows are mixed by
+    ``mixing``; validation rows are every source's held-out rows, never resampled. `test` and
+    `predict` read the validation rows too. See ``lit_lora/data/_chat_render.py`` for how assistant
+    tokens are located and how ``max_length`` truncation treats them.
+    """
+
+    def __init__(
+        self,
+        sources: list[ChatSource],
+        tokenizer_name: str = "",
+        mixing: Literal["concat", "proportional"] = "concat",
+        num_train_samples: int | None = None,
+        max_samples_per_source: int | None = None,
+        val_fraction: float = 0.1,
+        chat_template: str | None = None,
+        max_length: int = 2048,
+        batch_size: int = 1,
+        eval_batch_size: int | None = None,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        """
+        Args:
+            sources: The datasets to train on, each with its field mapping, cap and weight.
+            tokenizer_name: Tokenizer hub name or directory; linked to model.model_name_or_path by the CLI.
+            mixing: concat: every source's capped training rows, once. proportional: num_train_samples
+                rows with exactly the sources' weight shares (rounded), sampled without replacement while
+                a source has rows left, then repeating its rows evenly.
+            num_train_samples: Training rows under proportional mixing; None keeps the total of concat.
+            max_samples_per_source: Cap for sources that set no max_samples (the seed used 1,500); None: all.
+            val_fraction: Share of each source's sampled rows held out for validation (seeded).
+            chat_template: Jinja template (or a file holding one, or 'plain') for tokenizers without one,
+                or to replace theirs; None uses the tokenizer's.
+            max_length: Longest conversation in tokens; longer ones are cut from the end, and dropped when
+                no assistant token is left.
+            batch_size: Training batch size.
+            eval_batch_size: Evaluation batch size; None uses twice batch_size.
+            group_by_length: Batch training rows of similar length together (less padding).
+            num_workers: DataLoader worker processes.
+            seed: Seed of sampling, splits and mixing (linked to seed_everything), and of the training order.
+        """
+        super().__init__(
+            tokenizer_name=tokenizer_name,
+            max_length=max_length,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            test_split="validation",
+            group_by_length=group_by_length,
+            num_workers=num_workers,
+            seed=seed,
+        )
+        self.sources = list(sources)
+        self.mixing = mixing
+        self.num_train_samples = num_train_samples
+        self.max_samples_per_source = max_samples_per_source
+        self.val_fraction = val_fraction
+        self.chat_template = chat_template
+        self.source_stats: dict[str, dict[str, int]] = {}
+        self._check()
+
+    def _check(self) -> None:
+        if not self.sources:
+            raise LitLoraError("data.sources: give at least one source")
+        for index, source in enumerate(self.sources):
+            check_source(source, index)
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise LitLoraError(f"data.sources: names must be unique (they seed the splits); got {names}")
+        if self.mixing not in MIXING:
+            raise LitLoraError(f"data.mixing: got {self.mixing!r}, expected one of {', '.join(MIXING)}")
+        if self.num_train_samples is not None:
+            if self.mixing != "proportional":
+                raise LitLoraError("data.num_train_samples: applies to mixing: proportional only")
+            if self.num_train_samples < 1:
+                raise LitLoraError(f"data.num_train_samples={self.num_train_samples}: must be at least 1")
+        if self.max_samples_per_source is not None and self.max_samples_per_source < 1:
+            raise LitLoraError(
+                f"data.max_samples_per_source={self.max_samples_per_source}: must be at least 1"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise LitLoraError(f"data.val_fraction={self.val_fraction}: must lie strictly between 0 and 1")
+        if self.max_length < 2:
+            raise LitLoraError(f"data.max_length={self.max_length}: must be at least 2")
+
+    # ---- building the splits ----------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        pass  # sources are checked (and hub data downloaded) in setup, where their rows are needed
+
+    def setup(self, stage: str) -> None:
+        if self.splits:  # train and validation are built together: the split needs every row anyway
+            return
+        encoder = ChatEncoder(
+            self.tokenizer,
+            resolve_template(self.tokenizer, self.chat_template, self.tokenizer_name),
+            self.max_length,
+        )
+        train_parts, val_parts = [], []
+        for index, source in enumerate(self.sources):
+            encoded = self._encode_source(index, source, encoder)
+            n_val = validation_count(len(encoded), self.val_fraction)
+            val_parts.append(encoded.select(range(n_val)))
+            train_parts.append(encoded.select(range(n_val, len(encoded))))
+            self.source_stats[source.name] |= {"train": len(encoded) - n_val, "validation": n_val}
+        self.splits["train"] = self._mix(train_parts)
+        self.splits["validation"] = datasets.concatenate_datasets(val_parts)
+        for name, stats in self.source_stats.items():
+            log.info("chat source %s: %s", name, stats)
+
+    def _encode_source(self, index: int, source: ChatSource, encoder: ChatEncoder) -> datasets.Dataset:
+        """Sampled, rendered and tokenised rows of one source, in its seeded order, plus a source index."""
+        raw, where = load_source(source, index)
+        check_columns(source, raw.column_names, where)
+        cap = source.max_samples if source.max_samples is not None else self.max_samples_per_source
+        raw = raw.select(capped_order(len(raw), cap, source_rng(self.seed, source.name)))
+        chats = raw.map(
+            MessageMapper(source),
+            batched=True,
+            remove_columns=raw.column_names,
+            features=MESSAGE_FEATURES,
+            desc=f"Mapping {source.name}",
+        )
+        chats = chats.add_column("source", [index] * len(chats))
+        encoded = chats.map(
+            encoder, batched=True, remove_columns=chats.column_names, desc=f"Tokenising {source.name}"
+        )
+        self.source_stats[source.name] = {"rows": len(raw), "dropped": len(raw) - len(encoded)}
+        if len(encoded) < 2:
+            raise LitLoraError(
+                f"{where}: source '{source.name}' keeps {len(encoded)} of {len(raw)} rows; a row needs a "
+                f"non-empty assistant reply starting within data.max_length={self.max_length} tokens"
+            )
+        return encoded
+
+    def _mix(self, parts: list[datasets.Dataset]) -> datasets.Dataset:
+        if self.mixing == "concat":
+            return datasets.concatenate_datasets(parts)
+        total = self.num_train_samples or sum(len(p) for p in parts)
+        counts = quotas([s.weight for s in self.sources], total)
+        rng = source_rng(self.seed, "mixing")
+        picked = [part.select(draw(len(part), n, rng)) for part, n in zip(parts, counts, strict=True) if n]
+        return datasets.concatenate_datasets(picked)
+
+    # ---- batches ----------------------------------------------------------------------------------
+
+    def _collate(self) -> Any:
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return partial(pad_batch, pad_id=pad_id if pad_id is not None else 0)
