@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from typing import Any, Literal
 
 import datasets
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_lora.data._chat_render import ChatEncoder, pad_batch, resolve_template
 from lit_lora.data._chat_sources import (
@@ -21,7 +21,6 @@ from lit_lora.data._mixing import capped_order, draw, quotas, source_rng, valida
 from lit_lora.data.base import TextDataModule
 from lit_lora.errors import LitLoraError
 
-log = logging.getLogger(__name__)
 MIXING = ("concat", "proportional")
 
 
@@ -137,7 +136,7 @@ class ChatSFTDataModule(TextDataModule):
         self.splits["train"] = self._mix(train_parts)
         self.splits["validation"] = datasets.concatenate_datasets(val_parts)
         for name, stats in self.source_stats.items():
-            log.info("chat source %s: %s", name, stats)
+            rank_zero_info(f"chat source {name}: {stats}")
 
     def _encode_source(self, index: int, source: ChatSource, encoder: ChatEncoder) -> datasets.Dataset:
         """Sampled, rendered and tokenised rows of one source, in its seeded order, plus a source index."""
