@@ -28,6 +28,19 @@ CHATML_TAGGED = (
     "{% else %}{{ m['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+# Qwen2.5's template without its tool branches: a default system prompt appears when there is none.
+QWEN25 = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.'"
+    " + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}{%- if message.role != 'system' or not loop.first %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
 REPLY = re.compile(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", re.DOTALL)
 
 
@@ -116,7 +129,9 @@ def label_runs(labels: list[int]) -> list[list[int]]:
     return runs
 
 
-@pytest.mark.parametrize("template", [None, CHATML_TAGGED], ids=["prefix-rendering", "generation-tags"])
+@pytest.mark.parametrize(
+    "template", [None, CHATML_TAGGED, QWEN25], ids=["prefix-rendering", "generation-tags", "qwen2.5-template"]
+)
 def test_labels_decode_to_exactly_the_assistant_replies(chat_tokenizer, files, template):
     dm = datamodule(chat_tokenizer, sources(files), chat_template=template, group_by_length=False)
     batch = next(iter(dm.train_dataloader()))
@@ -233,6 +248,15 @@ def test_bad_sources_fail_with_one_line(chat_tokenizer, files, change, message):
 def test_bad_options_fail_with_one_line(chat_tokenizer, files, kwargs, message):
     with pytest.raises(LitLoraError, match=re.escape(message)):
         datamodule(chat_tokenizer, sources(files), **kwargs)
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused(chat_tokenizer, files):
+    counting = "{{ '<|im_start|>system\\n' + (messages | length | string) + '<|im_end|>\\n' }}" + CHATML
+    with pytest.raises(LitLoraError, match="renders earlier turns differently"):
+        datamodule(chat_tokenizer, sources(files)[:1], chat_template=counting)
+    assert datamodule(
+        chat_tokenizer, sources(files)[:1], chat_template=CHATML_TAGGED
+    )  # tags need no prefixes
 
 
 def test_a_tokenizer_without_template_needs_one(chat_tokenizer, files, tmp_path):
