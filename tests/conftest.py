@@ -69,3 +69,19 @@ def shared_sst2() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 64-wide seeded Llama with a byte-level BPE tokenizer trained on built-in text."""
+    from lit_lora.tiny_decoder import build_tiny_decoder
+
+    return build_tiny_decoder(tmp_path_factory.mktemp("tiny_llama"), "llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny decoder with GPT-2's layer names (c_attn, c_proj, c_fc) and learned positions."""
+    from lit_lora.tiny_decoder import build_tiny_decoder
+
+    return build_tiny_decoder(tmp_path_factory.mktemp("tiny_gpt2"), "gpt2", seed=0)
