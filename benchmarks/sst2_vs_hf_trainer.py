@@ -87,7 +87,11 @@ def run_lit_lora(data_dir: Path, train_rows: int) -> dict[str, Any]:
     model = SequenceClassifier(MODEL, adapter=lora, learning_rate=LR, warmup_ratio=WARMUP_RATIO)
     counter = Counter()
     trainer = quiet_trainer(
-        max_epochs=1, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[CountBatches(counter)]
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        gradient_clip_val=1.0,  # as the HF Trainer's default max_grad_norm and lit_lora's configs
+        callbacks=[CountBatches(counter)],
     )
     counter.start()
     trainer.fit(model, datamodule=dm)

@@ -156,7 +156,13 @@ class PeftModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise LitLoraError("nothing to train: model.adapter_path loads a frozen adapter; drop it for fit")
-        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        # The fused kernel (as the HF Trainer uses) makes the step several times cheaper on CPU and CUDA.
+        # Not with fp16 loss scaling: Lightning cannot clip gradients that the fused step unscales itself.
+        fp16 = str(self.trainer.precision).startswith("16")
+        fused = not fp16 and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        optimizer = torch.optim.AdamW(
+            params, lr=self.learning_rate, weight_decay=self.weight_decay, fused=fused
+        )
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(self.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
