@@ -144,6 +144,25 @@ def test_predict_batches_keep_each_question_in_one_batch(tiny_bert, tiny_squad):
     assert len(ids) == len(set(ids)) == 16  # no question split across batches, input order kept
 
 
+def test_flat_rows_load_like_the_official_format_and_need_no_answers_to_predict(tiny_bert, tmp_path):
+    rows = [
+        {"id": "x", "context": "Zembla is the capital.", "question": "What is the capital?"},
+        {"id": "y", "context": "Lorvik is a port.", "question": "Who founded Lorvik?"},
+    ]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows[0]["answers"] = {"text": ["Zembla"], "answer_start": [0]}
+    rows[1]["answers"] = {"text": [], "answer_start": []}
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = SquadV2DataModule(tokenizer_name=str(tiny_bert), data_dir=str(tmp_path), test_split="test")
+    data.setup("validate")
+    labelled = data.splits["validation"]
+    assert labelled["answer_texts"] == [["Zembla"], []] and labelled["end_positions"][1] == 0
+    assert labelled["start_positions"][0] > 0
+    data.setup("predict")
+    (batch,) = data.predict_dataloader()
+    assert batch["example_id"] == ["x", "y"] and batch["start_positions"].tolist() == [0, 0]
+
+
 # ---- decoding ---------------------------------------------------------------------------------------
 
 

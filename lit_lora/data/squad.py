@@ -79,7 +79,8 @@ class SquadV2DataModule(TextDataModule):
     Local files: a ``.json`` file is the official nested SQuAD format (``{data: [{title, paragraphs:
     [{context, qas: [{id, question, answers, is_impossible}]}]}]}``, v1.1 too); ``.jsonl`` and
     ``.parquet`` files hold flat rows as on the hub (``id``, ``context``, ``question``,
-    ``answers: {text, answer_start}``). The hub release has no test split: its validation split serves.
+    ``answers: {text, answer_start}``; no ``answers`` to predict only). The hub release has no test
+    split: its validation split serves.
     """
 
     hub_path = "rajpurkar/squad_v2"
@@ -143,9 +144,12 @@ class SquadV2DataModule(TextDataModule):
         return load_squad_file(path), str(path)
 
     def _prepare(self, raw: datasets.Dataset, source: str) -> datasets.Dataset:
-        for column in ("id", "context", "question", "answers"):
+        for column in ("id", "context", "question"):
             if column not in raw.column_names:
                 raise LitLoraError(f"{source}: missing column '{column}'; columns are {raw.column_names}")
+        if "answers" not in raw.column_names:
+            # Questions to predict on need no answers; scored, they would all count as unanswerable.
+            raw = raw.add_column("answers", [{"text": [], "answer_start": []}] * len(raw))
         return raw
 
     def setup(self, stage: str) -> None:
