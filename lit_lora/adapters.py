@@ -147,17 +147,21 @@ class Quantization:
         return self.mode != "none"
 
     def to_bnb_config(self, skip_modules: list[str], device: torch.device) -> Any:
-        """A transformers ``BitsAndBytesConfig`` that keeps ``skip_modules`` (heads, pooler) unquantised."""
+        """A transformers ``BitsAndBytesConfig`` that keeps ``skip_modules`` (heads, pooler) unquantised.
+
+        No skip modules (language models) leaves transformers' default, which keeps the output layer
+        (``lm_head``) unquantised; an empty list would quantise it.
+        """
         from transformers import BitsAndBytesConfig
 
         if self.mode == "int8":
-            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules or None)
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=self.mode,
             bnb_4bit_use_double_quant=self.double_quant,
             bnb_4bit_compute_dtype=self.resolved_compute_dtype(device),
-            llm_int8_skip_modules=skip_modules,
+            llm_int8_skip_modules=skip_modules or None,
         )
 
     def resolved_compute_dtype(self, device: torch.device) -> torch.dtype:

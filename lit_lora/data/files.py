@@ -1,4 +1,4 @@
-"""Local split files: ``train``, ``dev``/``validation`` and ``test`` in tsv, csv, jsonl/json or parquet."""
+"""Local split files: ``train``, ``dev``/``validation``, ``test`` in tsv, csv, jsonl/json, parquet or txt."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import datasets
 from lit_lora.errors import LitLoraError
 
 SPLIT_STEMS = {"train": ("train",), "validation": ("dev", "validation", "valid", "val"), "test": ("test",)}
-FORMATS = {".tsv": "csv", ".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# .txt: one row per line in a "text" column (WikiText).
+FORMATS = {
+    ".tsv": "csv",
+    ".csv": "csv",
+    ".jsonl": "json",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".txt": "text",
+}
 
 
 def find_split_file(data_dir: Path, split: str) -> Path | None:
