@@ -125,6 +125,8 @@ def build_tiny_decoder(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(model_config(arch, tokenizer))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # Chat replies end with <|im_end|>, plain text with <|endoftext|>: generation stops at either.
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(IM_END)]
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -1,0 +1,116 @@
+"""What decoder (causal LM) DataModules share: padding, prompts for generation, a prompts file for predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+
+from lit_lora.data.base import TextDataModule
+from lit_lora.errors import LitLoraError
+
+IGNORE = -100
+PROMPT_FIELDS = ("prompt", "question", "text")  # looked up in this order in a .jsonl prompts file
+
+
+class CausalCollator:
+    """Right-pads ``input_ids`` / ``attention_mask`` / ``labels`` (-100) and left-pads ``prompt_input_ids``.
+
+    Decoders generate after the last position, so prompts must end together: left padding. Text fields
+    (``prompt``, ``reference``) pass through as lists.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    @staticmethod
+    def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        return torch.tensor(
+            [[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows]
+        )
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        first, batch = features[0], {}
+        if "input_ids" in first:
+            ids = [list(f["input_ids"]) for f in features]
+            batch["input_ids"] = self._pad(ids, self.pad_token_id)
+            batch["attention_mask"] = self._pad([[1] * len(r) for r in ids], 0)
+            batch["labels"] = self._pad([list(f["labels"]) for f in features], IGNORE)
+        if "prompt_input_ids" in first:
+            prompts = [list(f["prompt_input_ids"]) for f in features]
+            batch["prompt_input_ids"] = self._pad(prompts, self.pad_token_id, left=True)
+            batch["prompt_attention_mask"] = self._pad([[1] * len(r) for r in prompts], 0, left=True)
+        for key in ("prompt", "reference"):
+            if key in first:
+                batch[key] = [f[key] for f in features]
+        return batch
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line of a .txt file, or per row of a .jsonl file (its prompt/question/text field)."""
+    if not path.is_file():
+        raise LitLoraError(f"data.predict_file={path}: no such file")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        row = json.loads(line)
+        field = next((f for f in PROMPT_FIELDS if f in row), None)
+        if field is None:
+            raise LitLoraError(
+                f"{path}:{number}: no field among {list(PROMPT_FIELDS)}; fields are {list(row)}"
+            )
+        prompts.append(str(row[field]))
+    return prompts
+
+
+class CausalTextDataModule(TextDataModule):
+    """Shared by decoder tasks: batches for :class:`~lit_lora.models.CausalLM`, prompts for ``predict``.
+
+    Rows hold ``input_ids`` and ``labels`` (-100 where no loss is taken); rows meant for generation also
+    hold ``prompt_input_ids`` and ``prompt`` (and ``reference`` when there is a gold answer).
+    """
+
+    def __init__(self, *args: Any, predict_file: str | None = None, **kwargs: Any) -> None:
+        """
+        Args:
+            predict_file: Prompts for `predict`: a .txt file (one per line) or a .jsonl file (field prompt,
+                question or text), formatted as the task formats its prompts; None predicts on test_split.
+        """
+        super().__init__(*args, **kwargs)
+        self.predict_file = predict_file
+
+    def _format_prompt(self, text: str) -> str:
+        """The text a model is given for a raw prompt or question (GSM8K adds 'Question: ... Answer:')."""
+        return text
+
+    def _prompt_row(self, prompt: str) -> dict[str, Any]:
+        # Long prompts keep their end, the part the answer follows.
+        ids = self.tokenizer(prompt)["input_ids"][-self.max_length :]
+        return {"prompt_input_ids": ids, "prompt": prompt}
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict" and self.predict_file is not None:
+            prompts = [self._format_prompt(p) for p in read_prompts(Path(self.predict_file).expanduser())]
+            rows = [self._prompt_row(p) for p in prompts]
+            self.splits["predict"] = datasets.Dataset.from_list(rows)
+            return
+        super().setup(stage)
+
+    def predict_dataloader(self) -> DataLoader:
+        if "predict" not in self.splits:
+            return super().predict_dataloader()
+        return DataLoader(self.splits["predict"], batch_size=self.eval_batch_size, **self._loader_kwargs())
+
+    def _collate(self) -> CausalCollator:
+        tokenizer = self.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise LitLoraError(f"tokenizer {self.tokenizer_name} has neither a pad nor an eos token")
+        return CausalCollator(pad)

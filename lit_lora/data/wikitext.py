@@ -1,0 +1,55 @@
+"""WikiText-2 language modelling: each split joined into one text and cut into fixed-length blocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+
+from lit_lora.data.base import Split
+from lit_lora.data.causal import CausalTextDataModule
+from lit_lora.errors import LitLoraError
+
+
+class WikiTextDataModule(CausalTextDataModule):
+    """WikiText (hub ``wikitext``/``wikitext-2-raw-v1``, or ``train``/``valid``/``test`` .txt files).
+
+    Every split is joined line by line into one text, tokenised once and cut into consecutive blocks
+    of ``max_length`` tokens (the block size; the last, shorter block is kept, so every token of the
+    split is scored). Labels are the inputs: the model shifts them, so a block of n tokens predicts
+    n - 1. ``max_train_samples`` / ``max_eval_samples`` count lines.
+    """
+
+    hub_path = "wikitext"
+    hub_config = "wikitext-2-raw-v1"
+
+    def __init__(self, *args: Any, train_on: Split = "train", **kwargs: Any) -> None:
+        """
+        Args:
+            train_on: The split that fit trains on. The shared offline WikiText-2 copy has no train
+                file: train on validation there (validation then scores the training text) and report
+                test perplexity, saying so.
+        """
+        super().__init__(*args, **kwargs)
+        self.train_on = train_on
+
+    def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
+        return super()._load_raw(self.train_on if split == "train" else split)
+
+    def _prepare(self, raw: datasets.Dataset, source: str) -> datasets.Dataset:
+        if "text" not in raw.column_names:
+            raise LitLoraError(f"{source}: missing column 'text'; columns are {raw.column_names}")
+        # Hub rows end in a newline, lines of a local file do not: give every line exactly one.
+        text = "".join(line if line.endswith("\n") else f"{line}\n" for line in raw["text"])
+        if not text.strip():
+            raise LitLoraError(f"{source}: no text")
+        return datasets.Dataset.from_dict({"text": [text]})
+
+    def _encode(self, rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        blocks: list[list[int]] = []
+        for text in rows["text"]:
+            # One long sequence on purpose: it is cut into blocks below, never fed whole.
+            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            blocks += [ids[i : i + self.max_length] for i in range(0, len(ids), self.max_length)]
+        blocks = [b for b in blocks if len(b) > 1]  # a single token predicts nothing
+        return {"input_ids": blocks, "labels": blocks}

@@ -1,0 +1,65 @@
+"""Split-level language-model metrics: token NLL sums (loss, perplexity) and numeric exact match."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+from lit_lora.metrics.gsm8k import is_correct
+
+IGNORE = -100
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token negative log-likelihood and the number of predicted tokens (labels != -100).
+
+    Position t predicts token t + 1, so the first label of each row is never predicted.
+    """
+    predicted = labels[:, 1:]
+    nll = F.cross_entropy(
+        logits[:, :-1].float().flatten(0, 1), predicted.flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    return nll, (predicted != IGNORE).sum()
+
+
+class TokenNLL(Metric):
+    """Mean NLL per predicted token over everything seen since the last reset (exp of it: perplexity).
+
+    Sums, not per-batch means, are accumulated, so batches with more tokens weigh more, as they must.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        # float32, not float64: MPS has no float64; the relative error of a float32 sum stays ~1e-6 here.
+        self.add_state("nll", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("tokens", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, nll: torch.Tensor, tokens: torch.Tensor) -> None:
+        self.nll += nll.detach().float()
+        self.tokens += tokens.detach()
+
+    def compute(self) -> torch.Tensor:
+        return self.nll / self.tokens.clamp(min=1)
+
+
+class NumericExactMatch(Metric):
+    """Fraction of generations whose extracted number equals the reference's (GSM8K rules)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, generations: Sequence[str], references: Sequence[str]) -> None:
+        self.correct += sum(is_correct(g, r) for g, r in zip(generations, references, strict=True))
+        self.total += len(references)
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total.clamp(min=1)

@@ -1,0 +1,167 @@
+"""Causal language modelling (WikiText-2, GSM8K, chat SFT) with a PEFT adapter on a decoder."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from peft import TaskType
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.pytorch_utils import Conv1D
+
+from lit_lora.errors import LitLoraError
+from lit_lora.metrics.gsm8k import extract_answer, is_correct
+from lit_lora.models._build import load_config, resolve_model_path
+from lit_lora.models._lm_metrics import NumericExactMatch, TokenNLL, token_nll
+from lit_lora.models.base import PeftModule
+
+Batch = dict[str, Any]
+
+
+def projection_names(model_name_or_path: str) -> list[str]:
+    """Names of the linear layers in the decoder blocks, the output layer excluded.
+
+    q/k/v/o_proj and gate/up/down_proj for Llama and Qwen2, c_attn/c_proj/c_fc for GPT-2. Found on a
+    weightless (meta-device) copy of the architecture, so any decoder works unconfigured.
+    """
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(load_config(model_name_or_path))
+    output = skeleton.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in skeleton.named_modules()
+            if isinstance(module, torch.nn.Linear | Conv1D) and module is not output
+        }
+    )
+
+
+class CausalLM(PeftModule):
+    """``AutoModelForCausalLM`` + adapter; nothing but the adapter trains (``lm_head`` stays frozen).
+
+    Batches hold ``input_ids``, ``attention_mask`` and ``labels`` (-100 where no loss is taken: prompt,
+    padding). Validation and test log ``loss`` (mean NLL per predicted token) and ``ppl`` (its exp), both
+    over the whole split. Batches that also carry left-padded ``prompt_input_ids`` /
+    ``prompt_attention_mask`` and ``reference`` answers are answered by greedy generation and scored
+    into ``exact_match`` (numeric, GSM8K rules). ``predict`` generates from the prompts.
+    """
+
+    auto_model_class = AutoModelForCausalLM
+    task_type = TaskType.CAUSAL_LM
+
+    def __init__(
+        self, *args: Any, max_new_tokens: int = 256, generate_in_eval: bool = True, **kwargs: Any
+    ) -> None:
+        """
+        Args:
+            max_new_tokens: Longest greedy generation, in tokens, for predict and exact match.
+            generate_in_eval: Generate answers for evaluation batches that carry references (GSM8K) and
+                log exact_match; false skips generation and logs loss and perplexity only.
+        """
+        super().__init__(*args, **kwargs)
+        if max_new_tokens < 1:
+            raise LitLoraError(f"model.max_new_tokens={max_new_tokens} must be at least 1")
+        self.max_new_tokens = max_new_tokens
+        self.generate_in_eval = generate_in_eval
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+
+    def _trained_heads(self, config: Any) -> list[str]:
+        return []
+
+    def configure_model(self) -> None:
+        if self.model is None and self.adapter_path is None and self.adapter.target_modules is None:
+            # PEFT's decoder default adapts q and v only; the seed adapts every projection.
+            names = projection_names(self.model_name_or_path)
+            self.adapter = dataclasses.replace(self.adapter, target_modules=names)
+        super().configure_model()
+
+    def _on_model_built(self) -> None:
+        self.val_nll, self.test_nll = TokenNLL(), TokenNLL()
+        self.val_exact_match, self.test_exact_match = NumericExactMatch(), NumericExactMatch()
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.model_name_or_path))
+        return self._tokenizer
+
+    def forward(self, batch: Batch) -> Any:
+        return self.peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    # ---- training and evaluation ------------------------------------------------------------------
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self.uses_rank_allocation:  # PEFT adds AdaLoRA's orthogonality regulariser only when labels go in
+            inputs["labels"] = batch["labels"]
+        outputs = self.peft_model(**inputs)
+        nll, tokens = token_nll(outputs.logits, batch["labels"])
+        loss = nll / tokens.clamp(min=1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens))
+        if outputs.loss is not None:
+            # PEFT's loss is the same token-mean NLL plus the regulariser.
+            self.log("train/orth_reg", outputs.loss.detach() - loss.detach(), batch_size=int(tokens))
+            return outputs.loss
+        return loss
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        nll, tokens = token_nll(self(batch).logits, batch["labels"])
+        getattr(self, f"{stage}_nll").update(nll, tokens)
+        if self.generate_in_eval and "reference" in batch:
+            generations = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"])
+            getattr(self, f"{stage}_exact_match").update(generations, batch["reference"])
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        token_nll_metric, exact_match = getattr(self, f"{stage}_nll"), getattr(self, f"{stage}_exact_match")
+        mean_nll = token_nll_metric.compute()
+        self.log(f"{stage}/loss", mean_nll)
+        self.log(f"{stage}/ppl", mean_nll.exp(), prog_bar=True)
+        token_nll_metric.reset()
+        if int(exact_match.total) > 0:  # only GSM8K-like data has references
+            self.log(f"{stage}/exact_match", exact_match.compute(), prog_bar=True)
+        exact_match.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ---- generation -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
+        """Greedy continuations of left-padded prompts, decoded without special tokens."""
+        tokenizer = self.tokenizer
+        generation_config = self.peft_model.generation_config
+        stop = generation_config.eos_token_id
+        stop = {*(stop if isinstance(stop, list) else [stop]), tokenizer.eos_token_id} - {None}
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        output = self.peft_model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(stop),
+            pad_token_id=pad,
+            use_cache=True,  # gradient checkpointing turns the cache off for training only
+        )
+        return tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
+        key = "prompt_input_ids" if "prompt_input_ids" in batch else "input_ids"
+        mask = batch["prompt_attention_mask" if key == "prompt_input_ids" else "attention_mask"]
+        generations = self.generate(batch[key], mask)
+        prompts = batch.get("prompt") or self.tokenizer.batch_decode(batch[key], skip_special_tokens=True)
+        rows = [{"prompt": p, "generation": g} for p, g in zip(prompts, generations, strict=True)]
+        for row, reference in zip(rows, batch.get("reference") or [], strict=False):
+            correct = is_correct(row["generation"], reference)
+            row.update(answer=extract_answer(row["generation"]), reference=reference, correct=correct)
+        return rows
