@@ -9,12 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from lit_lora.data import ChatSFTDataModule, ChatSource
 from lit_lora.data._mixing import quotas
 from lit_lora.errors import LitLoraError
+from tests.conftest import REPO
 
 # ChatML without generation tags: assistant spans are found by rendering prefixes.
 CHATML = (
@@ -270,3 +272,16 @@ def test_a_tokenizer_without_template_needs_one(chat_tokenizer, files, tmp_path)
     row = dm.splits["train"][0]
     text = decode(dm, [t for t in row["labels"] if t != -100])
     assert re.fullmatch(r" It is \d+\.<\|im_end\|>", text)
+
+
+def test_the_tiny_config_data_builds_with_the_tiny_decoder_tokenizer(tiny_llama):
+    """The tiny config's sources (the shipped example files) under the tiny decoder's template."""
+    init = yaml.safe_load((REPO / "configs" / "multidomain_sft_tiny.yaml").read_text())["data"]["init_args"]
+    srcs = [ChatSource(**{**s, "path": str(REPO / s["path"])}) for s in init.pop("sources")]
+    dm = datamodule(tiny_llama, srcs, **init)
+    assert len(dm.splits["train"]) == init["num_train_samples"]
+    assert Counter(dm.splits["train"]["source"]) == {0: 80, 1: 40, 2: 40, 3: 40}
+    assert {name: s["dropped"] for name, s in dm.source_stats.items()} == dict.fromkeys(dm.source_stats, 0)
+    for row in dm.splits["validation"]:
+        replies = REPLY.findall(decode(dm, row["input_ids"]))
+        assert [decode(dm, run) for run in label_runs(row["labels"])] == replies and replies

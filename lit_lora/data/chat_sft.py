@@ -115,9 +115,6 @@ class ChatSFTDataModule(TextDataModule):
 
     # ---- building the splits ----------------------------------------------------------------------
 
-    def prepare_data(self) -> None:
-        pass  # sources are checked (and hub data downloaded) in setup, where their rows are needed
-
     def setup(self, stage: str) -> None:
         if self.splits:  # train and validation are built together: the split needs every row anyway
             return
