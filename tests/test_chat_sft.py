@@ -285,3 +285,16 @@ def test_the_tiny_config_data_builds_with_the_tiny_decoder_tokenizer(tiny_llama)
     for row in dm.splits["validation"]:
         replies = REPLY.findall(decode(dm, row["input_ids"]))
         assert [decode(dm, run) for run in label_runs(row["labels"])] == replies and replies
+
+
+def test_predict_prompts_become_user_turns_with_the_generation_prompt(chat_tokenizer, files, tmp_path):
+    (tmp_path / "prompts.txt").write_text("What is 2 plus 2?\nSay hello.\n")
+    dm = ChatSFTDataModule(
+        sources(files), tokenizer_name=str(chat_tokenizer), predict_file=str(tmp_path / "prompts.txt")
+    )
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["prompt"][1] == "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
+    ids = batch["prompt_input_ids"][1][batch["prompt_attention_mask"][1].bool()].tolist()
+    assert decode(dm, ids) == batch["prompt"][1]  # no extra BOS, left-padded for generation
+    assert batch["prompt_attention_mask"][1, 0] == 0 and batch["prompt_attention_mask"][1, -1] == 1

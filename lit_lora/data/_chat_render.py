@@ -1,4 +1,4 @@
-"""Chat rendering for SFT: template text, assistant character spans, token labels, padding.
+"""Chat rendering for SFT: template text, assistant character spans, token labels.
 
 How assistant tokens are found
 ------------------------------
@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from lit_lora.errors import LitLoraError
@@ -136,17 +135,3 @@ class ChatEncoder:
             **self.tokenizer.special_tokens_map,
         )
         return rendered[0], [tuple(span) for span in indices[0]]  # type: ignore[misc]
-
-
-def pad_batch(features: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest row: pad_id for inputs, 0 for the mask, -100 for labels."""
-    width = max(len(f["input_ids"]) for f in features)
-
-    def padded(key: str, value: int) -> torch.Tensor:
-        return torch.tensor([list(f[key]) + [value] * (width - len(f[key])) for f in features])
-
-    return {
-        "input_ids": padded("input_ids", pad_id),
-        "attention_mask": padded("attention_mask", 0),
-        "labels": padded("labels", IGNORE),
-    }

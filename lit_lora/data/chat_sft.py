@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Literal
 
 import datasets
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_lora.data._chat_render import ChatEncoder, pad_batch, resolve_template
+from lit_lora.data._chat_render import ChatEncoder, resolve_template
 from lit_lora.data._chat_sources import (
     MESSAGE_FEATURES,
     ChatSource,
@@ -18,20 +17,21 @@ from lit_lora.data._chat_sources import (
     load_source,
 )
 from lit_lora.data._mixing import capped_order, draw, quotas, source_rng, validation_count
-from lit_lora.data.base import TextDataModule
+from lit_lora.data.causal import CausalTextDataModule
 from lit_lora.errors import LitLoraError
 
 MIXING = ("concat", "proportional")
 
 
-class ChatSFTDataModule(TextDataModule):
+class ChatSFTDataModule(CausalTextDataModule):
     """Supervised fine-tuning on chat conversations from several sources, loss on assistant tokens only.
 
     Per source: a seeded random sample of at most ``max_samples`` rows, rendered with the tokenizer's
     chat template, then a seeded train/validation split (``val_fraction``). Training rows are mixed by
-    ``mixing``; validation rows are every source's held-out rows, never resampled. `test` and
-    `predict` read the validation rows too. See ``lit_lora/data/_chat_render.py`` for how assistant
-    tokens are located and how ``max_length`` truncation treats them.
+    ``mixing``; validation rows are every source's held-out rows, never resampled. `test` reads the
+    validation rows too, and so does `predict` unless ``predict_file`` gives prompts (each becomes a user
+    turn rendered with the template's generation prompt). ``lit_lora/data/_chat_render.py`` says how
+    assistant tokens are located and how ``max_length`` truncation treats them.
     """
 
     def __init__(
@@ -49,6 +49,7 @@ class ChatSFTDataModule(TextDataModule):
         group_by_length: bool = True,
         num_workers: int = 0,
         seed: int = 42,
+        predict_file: str | None = None,
     ) -> None:
         """
         Args:
@@ -69,6 +70,8 @@ class ChatSFTDataModule(TextDataModule):
             group_by_length: Batch training rows of similar length together (less padding).
             num_workers: DataLoader worker processes.
             seed: Seed of sampling, splits and mixing (linked to seed_everything), and of the training order.
+            predict_file: Prompts for `predict` (.txt, one per line, or .jsonl with a prompt, question or text
+                field), each sent as a user turn; None predicts on the validation rows.
         """
         super().__init__(
             tokenizer_name=tokenizer_name,
@@ -79,6 +82,7 @@ class ChatSFTDataModule(TextDataModule):
             group_by_length=group_by_length,
             num_workers=num_workers,
             seed=seed,
+            predict_file=predict_file,
         )
         self.sources = list(sources)
         self.mixing = mixing
@@ -115,14 +119,16 @@ class ChatSFTDataModule(TextDataModule):
 
     # ---- building the splits ----------------------------------------------------------------------
 
+    @property
+    def template(self) -> str:
+        return resolve_template(self.tokenizer, self.chat_template, self.tokenizer_name)
+
     def setup(self, stage: str) -> None:
-        if self.splits:  # train and validation are built together: the split needs every row anyway
+        if stage == "predict" and self.predict_file is not None:
+            return super().setup(stage)  # prompt rows, built by the hooks below
+        if "train" in self.splits:  # train and validation are built together: the split needs every row
             return
-        encoder = ChatEncoder(
-            self.tokenizer,
-            resolve_template(self.tokenizer, self.chat_template, self.tokenizer_name),
-            self.max_length,
-        )
+        encoder = ChatEncoder(self.tokenizer, self.template, self.max_length)
         train_parts, val_parts = [], []
         for index, source in enumerate(self.sources):
             encoded = self._encode_source(index, source, encoder)
@@ -169,9 +175,15 @@ class ChatSFTDataModule(TextDataModule):
         picked = [part.select(draw(len(part), n, rng)) for part, n in zip(parts, counts, strict=True) if n]
         return datasets.concatenate_datasets(picked)
 
-    # ---- batches ----------------------------------------------------------------------------------
+    # ---- prompts for predict ---------------------------------------------------------------------
 
-    def _collate(self) -> Any:
-        tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        return partial(pad_batch, pad_id=pad_id if pad_id is not None else 0)
+    def _format_prompt(self, text: str) -> str:
+        chat = [{"role": "user", "content": text}]
+        return self.tokenizer.apply_chat_template(
+            chat, chat_template=self.template, tokenize=False, add_generation_prompt=True
+        )
+
+    def _prompt_row(self, prompt: str) -> dict[str, Any]:
+        # The rendered template already holds any BOS; long prompts keep their end, where the reply starts.
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"][-self.max_length :]
+        return {"prompt_input_ids": ids, "prompt": prompt}
