@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -13,10 +14,13 @@ import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from lit_lora.adapters import LoraSpec
 from lit_lora.data import ChatSFTDataModule, ChatSource
 from lit_lora.data._mixing import quotas
 from lit_lora.errors import LitLoraError
+from lit_lora.models import CausalLM
 from tests.conftest import REPO
+from tests.helpers import trainer
 
 # ChatML without generation tags: assistant spans are found by rendering prefixes.
 CHATML = (
@@ -298,3 +302,14 @@ def test_predict_prompts_become_user_turns_with_the_generation_prompt(chat_token
     ids = batch["prompt_input_ids"][1][batch["prompt_attention_mask"][1].bool()].tolist()
     assert decode(dm, ids) == batch["prompt"][1]  # no extra BOS, left-padded for generation
     assert batch["prompt_attention_mask"][1, 0] == 0 and batch["prompt_attention_mask"][1, -1] == 1
+
+
+def test_lora_sft_on_the_tiny_decoder_lowers_the_assistant_loss(tiny_llama, files, tmp_path):
+    data = ChatSFTDataModule(sources(files), tokenizer_name=str(tiny_llama), max_length=128, batch_size=8)
+    model = CausalLM(str(tiny_llama), adapter=LoraSpec(r=4, alpha=8, dropout=0.0), learning_rate=1e-2)
+    # inference_mode=False: CausalLM metric states made in a first validate() are inference tensors.
+    fit = trainer(tmp_path, max_steps=8, limit_val_batches=1.0, val_check_interval=4, inference_mode=False)
+    before = fit.validate(model, data, verbose=False)[0]["val/loss"]
+    fit.fit(model, data)
+    after = fit.validate(model, data, verbose=False)[0]["val/loss"]
+    assert math.isfinite(before) and after < before - 0.05
