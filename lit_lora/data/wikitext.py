@@ -23,14 +23,15 @@ class WikiTextDataModule(CausalTextDataModule):
     hub_path = "wikitext"
     hub_config = "wikitext-2-raw-v1"
 
-    def __init__(self, *args: Any, train_on: Split = "train", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_length: int = 512, train_on: Split = "train", **kwargs: Any) -> None:
         """
         Args:
+            max_length: Block size: tokens per training and evaluation sequence.
             train_on: The split that fit trains on. The shared offline WikiText-2 copy has no train
                 file: train on validation there (validation then scores the training text) and report
                 test perplexity, saying so.
         """
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, max_length=max_length, **kwargs)
         self.train_on = train_on
 
     def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
