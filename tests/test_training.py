@@ -159,6 +159,18 @@ def test_adalora_reallocates_ranks_to_target_budget(tiny_bert, tiny_sst2, tmp_pa
     assert max(ranks.values()) <= 6
 
 
+def test_bf16_mixed_precision_with_gradient_clipping_trains(tiny_bert, tiny_sst2, tmp_path):
+    trace = fit(
+        classifier(tiny_bert, num_labels=2),
+        sst2(tiny_bert, tiny_sst2),
+        tmp_path,
+        max_steps=2,
+        precision="bf16-mixed",
+        gradient_clip_val=1.0,
+    )
+    assert len(trace.losses) == 2 and all(torch.isfinite(torch.tensor(trace.losses)))
+
+
 def test_lora_defaults_target_peft_architecture_modules(tiny_bert):
     module = classifier(tiny_bert, LoraSpec(r=2), num_labels=2)
     assert sorted(module.peft_model.peft_config["default"].target_modules) == ["query", "value"]

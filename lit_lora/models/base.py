@@ -157,9 +157,9 @@ class PeftModule(L.LightningModule):
         if not params:
             raise LitLoraError("nothing to train: model.adapter_path loads a frozen adapter; drop it for fit")
         # The fused kernel (as the HF Trainer uses) makes the step several times cheaper on CPU and CUDA.
-        # Not with fp16 loss scaling: Lightning cannot clip gradients that the fused step unscales itself.
-        fp16 = str(self.trainer.precision).startswith("16")
-        fused = not fp16 and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        # Not under mixed precision: Lightning's AMP plugin refuses to clip gradients for a fused step.
+        mixed = "mixed" in str(self.trainer.precision)
+        fused = not mixed and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
         optimizer = torch.optim.AdamW(
             params, lr=self.learning_rate, weight_decay=self.weight_decay, fused=fused
         )
