@@ -98,10 +98,11 @@ class CausalLM(PeftModule):
         outputs = self.peft_model(**inputs)
         nll, tokens = token_nll(outputs.logits, batch["labels"])
         loss = nll / tokens.clamp(min=1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(tokens))
+        weight = max(int(tokens), 1)  # the epoch's train/loss is a mean over tokens, as in evaluation
+        self.log("train/loss", loss, prog_bar=True, batch_size=weight)
         if outputs.loss is not None:
             # PEFT's loss is the same token-mean NLL plus the regulariser.
-            self.log("train/orth_reg", outputs.loss.detach() - loss.detach(), batch_size=int(tokens))
+            self.log("train/orth_reg", outputs.loss.detach() - loss.detach(), batch_size=weight)
             return outputs.loss
         return loss
 
@@ -118,7 +119,9 @@ class CausalLM(PeftModule):
         self.log(f"{stage}/loss", mean_nll)
         self.log(f"{stage}/ppl", mean_nll.exp(), prog_bar=True)
         token_nll_metric.reset()
-        if int(exact_match.total) > 0:  # only GSM8K-like data has references
+        # Only data with references (GSM8K) is scored; every rank takes part in the sum, so none waits.
+        scored = self.trainer.strategy.reduce(exact_match.total.float(), reduce_op="sum")
+        if scored > 0:
             self.log(f"{stage}/exact_match", exact_match.compute(), prog_bar=True)
         exact_match.reset()
 
