@@ -98,6 +98,21 @@ def test_string_labels_map_to_class_ids(tiny_bert, tmp_path):
     assert datamodule.num_labels == 4
 
 
+def test_local_data_without_dev_file_validates_on_test_like_the_hub_release(tiny_bert, tmp_path):
+    rows = [("stocks fall", "Business"), ("cup final", "Sports")]
+    write(tmp_path, "tsv", rows=rows, columns=("text", "label"))
+    (tmp_path / "dev.tsv").unlink()  # the shared AG News copy has train.tsv and test.tsv only
+    datamodule = AGNewsDataModule(tokenizer_name=str(tiny_bert), data_dir=str(tmp_path))
+    datamodule.setup("fit")
+    assert datamodule.splits["validation"]["labels"] == [2, 1]
+    sst2_dir = tmp_path / "sst2"
+    sst2_dir.mkdir()
+    write(sst2_dir, "tsv")
+    (sst2_dir / "dev.tsv").unlink()
+    with pytest.raises(LitLoraError, match="no validation file"):
+        sst2(tiny_bert, sst2_dir).setup("fit")  # SST-2 has a real validation split: no stand-in
+
+
 def test_unknown_string_label_lists_allowed_names(tiny_bert, tmp_path):
     write(tmp_path, "tsv", rows=[("x", "Politics")], columns=("text", "label"))
     with pytest.raises(LitLoraError, match=r"unknown label 'Politics'.*allowed: \['World', 'Sports'"):

@@ -10,7 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from lit_lora.data.files import check_data_dir, load_split_file, require_split_file
+from lit_lora.data.files import check_data_dir, find_split_file, load_split_file, require_split_file
 from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.models._build import resolve_model_path
 
@@ -97,7 +97,12 @@ class TextDataModule(L.LightningDataModule):
     def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
         local = self._local_dir()
         if local is not None:
-            path = require_split_file(local, split)
+            path = find_split_file(local, split)
+            if path is None and self.hub_splits[split] != split:
+                # A dataset released without this split (AG News, GSM8K: no validation) uses the same
+                # stand-in locally as on the hub.
+                path = find_split_file(local, self.hub_splits[split])
+            path = path or require_split_file(local, split)
             return load_split_file(path), str(path)
         name = f"{self.hub_path}/{self.hub_config}" if self.hub_config else self.hub_path
         return datasets.load_dataset(

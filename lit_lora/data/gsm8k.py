@@ -6,9 +6,7 @@ from typing import Any, ClassVar
 
 import datasets
 
-from lit_lora.data.base import Split
 from lit_lora.data.causal import IGNORE, CausalTextDataModule
-from lit_lora.data.files import find_split_file
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import extract_answer
 
@@ -37,12 +35,6 @@ class GSM8KDataModule(CausalTextDataModule):
 
     def _format_prompt(self, text: str) -> str:
         return f"Question: {text.strip()}\nAnswer:"
-
-    def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
-        local = self._local_dir()
-        if local is not None and split == "validation" and find_split_file(local, split) is None:
-            split = "test"
-        return super()._load_raw(split)
 
     def _prepare(self, raw: datasets.Dataset, source: str) -> datasets.Dataset:
         for column in self.columns:
