@@ -39,7 +39,7 @@ from lit_lora.models._build import resolve_model_path  # noqa: E402
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 REPO = Path(__file__).resolve().parents[1]
-SEED, BATCH, MAX_LEN, LR, WARMUP_RATIO = 42, 32, 64, 5e-4, 0.06
+BATCH, MAX_LEN, LR, WARMUP_RATIO = 32, 64, 5e-4, 0.06
 R, ALPHA, DROPOUT, TARGETS = 16, 32, 0.1, ["query", "key", "value"]
 
 
@@ -76,13 +76,14 @@ def quiet_trainer(**kwargs: Any) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, enable_model_summary=False, **flags, **kwargs)
 
 
-def run_lit_lora(data_dir: Path, train_rows: int) -> dict[str, Any]:
+def run_lit_lora(data_dir: Path, train_rows: int, seed: int) -> dict[str, Any]:
     """lit_lora: SequenceClassifier + SST2DataModule + lightning.Trainer; times ``trainer.fit``."""
     dm = SST2DataModule(
-        MODEL, data_dir=str(data_dir), max_length=MAX_LEN, batch_size=BATCH, max_train_samples=train_rows
-    )
+        MODEL, data_dir=str(data_dir), max_length=MAX_LEN, batch_size=BATCH, max_train_samples=train_rows,
+        seed=seed,
+    )  # fmt: skip
     dm.setup("fit")  # tokenise outside the timed region, as the baseline does
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     lora = LoraSpec(r=R, alpha=ALPHA, dropout=DROPOUT, target_modules=TARGETS)
     model = SequenceClassifier(MODEL, adapter=lora, learning_rate=LR, warmup_ratio=WARMUP_RATIO)
     counter = Counter()
@@ -108,7 +109,7 @@ def read_tsv(path: Path, limit: int | None) -> datasets.Dataset:
     )
 
 
-def run_hf_trainer(data_dir: Path, train_rows: int) -> dict[str, Any]:
+def run_hf_trainer(data_dir: Path, train_rows: int, seed: int) -> dict[str, Any]:
     """Baseline: AutoModel + peft.get_peft_model + transformers.Trainer with default options."""
     path = resolve_model_path(MODEL)
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -118,7 +119,7 @@ def run_hf_trainer(data_dir: Path, train_rows: int) -> dict[str, Any]:
         return raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=MAX_LEN), batched=True)
 
     train, dev = encode("train", train_rows), encode("dev", None)
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     base = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=R, lora_alpha=ALPHA, lora_dropout=DROPOUT, target_modules=TARGETS,
@@ -142,7 +143,7 @@ def run_hf_trainer(data_dir: Path, train_rows: int) -> dict[str, Any]:
             num_train_epochs=1, learning_rate=LR,
             warmup_steps=math.ceil(WARMUP_RATIO * math.ceil(len(train) / BATCH)),  # no warmup_ratio in 5.x
             eval_strategy="no", save_strategy="no", report_to="none", dataloader_num_workers=0,
-            seed=SEED, use_cpu=True, disable_tqdm=True, label_names=["labels"],
+            seed=seed, use_cpu=True, disable_tqdm=True, label_names=["labels"],
         )  # fmt: skip
         trainer = transformers.Trainer(
             model=model, args=args, train_dataset=train, eval_dataset=dev, data_collator=collate,
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=REPO.parent / "shared/data/sst2", help="SST-2 tsv folder"
     )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one run of each per seed")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the numbers here")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
@@ -193,25 +195,44 @@ def main() -> None:
 
     data_dir = args.data_dir.resolve()
     load_before = round(os.getloadavg()[0], 2)
-    results = {"lit_lora": run_lit_lora(data_dir, args.train_rows)}
-    results["hf_trainer"] = run_hf_trainer(data_dir, args.train_rows)
-    ratio = results["lit_lora"]["samples_per_s"] / results["hf_trainer"]["samples_per_s"]
+    runs: dict[str, list[dict[str, Any]]] = {"lit_lora": [], "hf_trainer": []}
+    for seed in args.seeds:  # alternate the two so that any drift in machine load hits both alike
+        runs["lit_lora"].append({"seed": seed, **run_lit_lora(data_dir, args.train_rows, seed)})
+        runs["hf_trainer"].append({"seed": seed, **run_hf_trainer(data_dir, args.train_rows, seed)})
+    summary = {name: summarise(rows) for name, rows in runs.items()}
+    ratio = summary["lit_lora"]["samples_per_s"] / summary["hf_trainer"]["samples_per_s"]
     env = {
         "torch_threads": torch.get_num_threads(), "cpu": cpu_info(), "load_avg_1m_before": load_before,
         "torch": torch.__version__, "transformers": transformers.__version__, "lightning": L.__version__,
-        "data_dir": str(data_dir),
+        "data_dir": str(data_dir), "seeds": args.seeds,
     }  # fmt: skip
 
-    print(f"\n{'':12}{'train s':>9}{'cpu s':>9}{'samples/s':>11}{'dev acc':>9}{'tok/sample':>12}{'steps':>7}")
-    for name, r in results.items():
+    print(f"\n{'':12}{'seed':>5}{'train s':>9}{'cpu s':>9}{'samples/s':>11}{'dev acc':>9}{'tok/sample':>12}")
+    for name, rows in runs.items():
+        for r in rows:
+            print(
+                f"{name:12}{r['seed']:>5}{r['train_s']:>9.1f}{r['cpu_s']:>9.1f}{r['samples_per_s']:>11.1f}"
+                f"{r['dev_acc']:>9.4f}{r['tokens_per_sample']:>12.1f}"
+            )
+    for name, m in summary.items():
         print(
-            f"{name:12}{r['train_s']:>9.1f}{r['cpu_s']:>9.1f}{r['samples_per_s']:>11.1f}{r['dev_acc']:>9.4f}"
-            f"{r['tokens_per_sample']:>12.1f}{r['steps']:>7}"
+            f"{name:12} mean samples/s {m['samples_per_s']:.1f}, "
+            f"dev acc {m['dev_acc']:.4f} ± {m['dev_acc_std']:.4f}"
         )
-    print(f"\nsamples/s ratio lit_lora / hf_trainer: {ratio:.2f}")
+    print(f"\nsamples/s ratio lit_lora / hf_trainer (means): {ratio:.2f}")
     print(f"torch threads: {env['torch_threads']}; cpu: {env['cpu']}; 1-min load avg before: {load_before}")
     if args.json is not None:
-        atomic_write_json(args.json, {**results, "ratio_samples_per_s": round(ratio, 3), "env": env})
+        record = {"runs": runs, "summary": summary, "ratio_samples_per_s": round(ratio, 3), "env": env}
+        atomic_write_json(args.json, record)
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    accs = [r["dev_acc"] for r in rows]
+    return {
+        "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 2),
+        "dev_acc": round(float(np.mean(accs)), 4),
+        "dev_acc_std": round(float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, 4),
+    }
 
 
 if __name__ == "__main__":
