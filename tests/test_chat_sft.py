@@ -307,8 +307,8 @@ def test_predict_prompts_become_user_turns_with_the_generation_prompt(chat_token
 def test_lora_sft_on_the_tiny_decoder_lowers_the_assistant_loss(tiny_llama, files, tmp_path):
     data = ChatSFTDataModule(sources(files), tokenizer_name=str(tiny_llama), max_length=128, batch_size=8)
     model = CausalLM(str(tiny_llama), adapter=LoraSpec(r=4, alpha=8, dropout=0.0), learning_rate=1e-2)
-    # inference_mode=False: CausalLM metric states made in a first validate() are inference tensors.
-    fit = trainer(tmp_path, max_steps=8, limit_val_batches=1.0, val_check_interval=4, inference_mode=False)
+    # validate, then fit, with the same module: metric states reset under inference mode must not break fit.
+    fit = trainer(tmp_path, max_steps=8, limit_val_batches=1.0, val_check_interval=4)
     before = fit.validate(model, data, verbose=False)[0]["val/loss"]
     fit.fit(model, data)
     after = fit.validate(model, data, verbose=False)[0]["val/loss"]

@@ -40,8 +40,10 @@ class TokenNLL(Metric):
         self.add_state("tokens", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, nll: torch.Tensor, tokens: torch.Tensor) -> None:
-        self.nll += nll.detach().float()
-        self.tokens += tokens.detach()
+        # Out of place: states reset under inference mode (validate, test) are inference tensors, and
+        # an in-place update of one during a later fit fails.
+        self.nll = self.nll + nll.detach().float()
+        self.tokens = self.tokens + tokens.detach()
 
     def compute(self) -> torch.Tensor:
         return self.nll / self.tokens.clamp(min=1)
@@ -58,8 +60,10 @@ class NumericExactMatch(Metric):
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, generations: Sequence[str], references: Sequence[str]) -> None:
-        self.correct += sum(is_correct(g, r) for g, r in zip(generations, references, strict=True))
-        self.total += len(references)
+        self.correct = self.correct + sum(
+            is_correct(g, r) for g, r in zip(generations, references, strict=True)
+        )
+        self.total = self.total + len(references)
 
     def compute(self) -> torch.Tensor:
         return self.correct.float() / self.total.clamp(min=1)
