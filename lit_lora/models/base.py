@@ -91,6 +91,25 @@ class PeftModule(L.LightningModule):
         """
         return head_module_names(self.auto_model_class, config)
 
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        """Score one batch for ``stage`` "val" or "test" (validation_step and test_step call it)."""
+        raise NotImplementedError
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        """Log what needs the whole split (perplexity, SQuAD decoding) at the end of "val" or "test"."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
     # ---- model construction -----------------------------------------------------------------------
 
     @property

@@ -125,18 +125,6 @@ class CausalLM(PeftModule):
             self.log(f"{stage}/exact_match", exact_match.compute(), prog_bar=True)
         exact_match.reset()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
     # ---- generation -------------------------------------------------------------------------------
 
     @torch.no_grad()

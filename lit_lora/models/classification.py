@@ -80,11 +80,8 @@ class SequenceClassifier(PeftModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        self._shared_step(batch, stage)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         batch = {k: v for k, v in batch.items() if k != "labels"}

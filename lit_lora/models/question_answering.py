@@ -151,18 +151,6 @@ class QuestionAnswering(PeftModule):
     def on_test_epoch_start(self) -> None:
         self._reset()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         """One answer per question in the batch (the datamodule keeps a question's windows together)."""
         outputs = self({k: v for k, v in batch.items() if k not in POSITIONS})
