@@ -52,9 +52,14 @@ def _sentence(rng: random.Random, label: int) -> str:
 
 def write_demo_sentiment(directory: Path, seed: int = 0) -> Path:
     """Write train/dev/test tsv files (sentence, label) unless they are already there."""
+    paths = {split: directory / f"{split}.tsv" for split in SPLIT_SIZES}
+    if all(path.exists() for path in paths.values()):  # called for every split load: no regeneration
+        return directory
     rng = random.Random(seed)
     for split, size in SPLIT_SIZES.items():
-        path = directory / f"{split}.tsv"
+        path = paths[split]
+        # Every split's rows are drawn even when its file exists, so each file's content never
+        # depends on which others were missing.
         rows = [(label := rng.randint(0, 1), _sentence(rng, label)) for _ in range(size)]
         if not path.exists():
             atomic_write_text(path, "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for y, s in rows))
