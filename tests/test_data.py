@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pandas as pd
 import pytest
+from torch.utils.data import DataLoader
 
 from lit_lora import LitLoraError
 from lit_lora.data import AGNewsDataModule
-from lit_lora.data.sampler import LengthGroupedSampler
+from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk, is_padding_batch
 from tests.helpers import sst2
 
 ROWS = [("a charming film .", 1), ('a " dull " film', 0), ("superb", 1), ("awful , awful", 0)]
@@ -140,3 +142,50 @@ def test_training_batches_pad_less_than_random_batches(tiny_bert, shared_sst2):
     datamodule.group_by_length = False
     shuffled = sum(b["input_ids"].numel() for b in datamodule.train_dataloader())
     assert grouped < 0.7 * shuffled
+
+
+def padded_tokens_per_row(batches: list[list[int]], lengths: list[int]) -> float:
+    return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(len(b) for b in batches)
+
+
+def test_length_grouped_sampler_gives_each_rank_whole_batches_of_similar_length():
+    lengths = [(i * 37) % 101 for i in range(1003)]  # 100 full batches of 10 and one of 3
+    one = LengthGroupedSampler(lengths, batch_size=10, seed=3)
+    ranks = [LengthGroupedSampler(lengths, batch_size=10, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    batches = [r._batches() for r in ranks]
+    assert len(batches[0]) == len(batches[1]) == 51  # 101 batches padded to 102, whole batches only
+    assert len(ranks[0]) == sum(map(len, batches[0])) and list(ranks[0]) == [i for b in batches[0] for i in b]
+    seen = [i for rank in batches for b in rank for i in b]
+    assert set(seen) == set(range(1003)) and len(seen) == 1003 + 10  # one repeated batch pads
+    assert len(batches[0][-1]) == 3 or len(batches[1][-1]) == 3  # the short batch comes last
+    single = padded_tokens_per_row(one._batches(), lengths)
+    for rank in batches:
+        assert padded_tokens_per_row(rank, lengths) <= 1.5 * single
+    ranks[0].set_epoch(1)
+    assert ranks[0]._batches() != batches[0]
+
+
+def test_ddp_rank_batches_pad_as_little_as_one_process_on_real_sst2(tiny_bert, shared_sst2):
+    # Lightning's own DistributedSamplerWrapper reshuffled grouped rows: 82 tokens of spread per batch
+    # on rank 0 of 2 against 1.75 in one process. Here each rank keeps the one-process padding.
+    datamodule = sst2(tiny_bert, shared_sst2, max_train_samples=4000, batch_size=32, max_length=128)
+    datamodule.setup("fit")
+    lengths = datamodule._lengths("train")
+    one = padded_tokens_per_row(LengthGroupedSampler(lengths, 32, seed=42)._batches(), lengths)
+    for rank in (0, 1):
+        sampler = LengthGroupedSampler(lengths, 32, seed=42, num_replicas=2, rank=rank)
+        assert padded_tokens_per_row(sampler._batches(), lengths) <= 1.5 * one
+    assert one < 0.7 * padded_tokens_per_row(chunk(list(range(len(lengths))), 32), lengths)
+
+
+def test_evaluation_batches_score_every_row_once_on_any_number_of_ranks():
+    batches = chunk(list(range(45)), 10)  # 4 full batches and one of 5
+    for world in (1, 2, 3, 7):
+        shard = partial(ShardedBatches, batches=batches, num_replicas=world, pad_batches=True)
+        shards = [shard(rank=r) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1  # the same number of forward passes on every rank
+        real = [i for s in shards for b in list(s)[: s.real_batches] for i in b]
+        assert sorted(real) == list(range(45))
+        loader = DataLoader(range(45), batch_sampler=shards[-1])
+        flags = [is_padding_batch(loader, i) for i in range(len(shards[-1]))]
+        assert flags == [i >= shards[-1].real_batches for i in range(len(shards[-1]))]

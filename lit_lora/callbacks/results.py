@@ -13,7 +13,8 @@ import lightning as L
 import torch
 
 from lit_lora._io import atomic_write_json
-from lit_lora.callbacks.meter import peak_memory, reset_peak_memory
+from lit_lora.callbacks.meter import memory_details, peak_memory, reset_peak_memory
+from lit_lora.data.sampler import is_padding_batch
 
 LIBRARIES = (
     "lit_lora",
@@ -72,7 +73,7 @@ class ResultsRecorder(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._samples += _batch_size(batch) * trainer.world_size
+        self._samples += _batch_size(batch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_seconds += time.perf_counter() - self._epoch_start - self._eval_seconds
@@ -95,7 +96,8 @@ class ResultsRecorder(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._eval_samples += _batch_size(batch) * trainer.world_size
+        if not is_padding_batch(trainer.test_dataloaders, batch_idx):
+            self._eval_samples += _batch_size(batch)
 
     # ---- writing ----------------------------------------------------------------------------------
 
@@ -112,6 +114,9 @@ class ResultsRecorder(L.Callback):
         self._write(trainer, pl_module, "test")
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Each rank counted its own rows (ranks may hold different numbers); every rank joins the sum.
+        samples, eval_samples = (_sum_over_ranks(trainer, n) for n in (self._samples, self._eval_samples))
+        directory = run_dir(trainer)  # a broadcast under DDP: every rank asks
         if not trainer.is_global_zero:
             return
         device = trainer.strategy.root_device
@@ -124,6 +129,7 @@ class ResultsRecorder(L.Callback):
             "metrics": {k: _number(v) for k, v in sorted(trainer.callback_metrics.items())},
             "peak_memory_mb": round(memory_mb, 1),
             "memory_kind": memory_kind,
+            **memory_details(device),
             "wall_time_s": round(wall, 2),
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
@@ -135,21 +141,19 @@ class ResultsRecorder(L.Callback):
         if stage == "fit":
             record.update(
                 train_time_s=round(self._train_seconds, 2),
-                train_samples=self._samples,
-                samples_per_s=round(self._samples / self._train_seconds, 2) if self._train_seconds else None,
+                train_samples=samples,
+                samples_per_s=round(samples / self._train_seconds, 2) if self._train_seconds else None,
                 global_steps=trainer.global_step,
                 epochs=trainer.current_epoch,
             )
         elif stage == "test":
             record.update(
-                test_samples=self._eval_samples,
-                samples_per_s=round(self._eval_samples / self._eval_seconds, 2)
-                if self._eval_seconds
-                else None,
+                test_samples=eval_samples,
+                samples_per_s=round(eval_samples / self._eval_seconds, 2) if self._eval_seconds else None,
             )
         if self.config is not None:
             record["config"] = self.config
-        atomic_write_json(run_dir(trainer) / self.filename, record)
+        atomic_write_json(directory / self.filename, record)
         _publish_to_wandb(trainer, record)
 
 
@@ -183,6 +187,13 @@ def _batch_size(batch: Any) -> int:
             if isinstance(value, torch.Tensor):
                 return int(value.shape[0])
     return 0
+
+
+def _sum_over_ranks(trainer: L.Trainer, count: int) -> int:
+    if trainer.world_size == 1:
+        return count
+    total = trainer.strategy.reduce(torch.tensor(count, device=trainer.strategy.root_device), reduce_op="sum")
+    return int(total)
 
 
 def _number(value: Any) -> float | int:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lit_lora.data.files import check_data_dir, find_split_file, load_split_file, require_split_file
-from lit_lora.data.sampler import LengthGroupedSampler
+from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk
 from lit_lora.models._build import resolve_model_path
 
 Split = Literal["train", "validation", "test"]
@@ -142,20 +142,34 @@ class TextDataModule(L.LightningDataModule):
     def _lengths(self, split: str) -> list[int]:
         return [len(ids) for ids in self.splits[split]["input_ids"]]
 
+    def _ranks(self) -> tuple[int, int]:
+        """(number of ranks, this rank): each loader shards by itself (see data/sampler.py)."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def train_dataloader(self) -> DataLoader:
         data = self.splits["train"]
+        world, rank = self._ranks()
         if self.group_by_length:
-            sampler = LengthGroupedSampler(self._lengths("train"), self.batch_size, seed=self.seed)
-            return DataLoader(data, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True, **self._loader_kwargs())
+            lengths = self._lengths("train")
+            sampler = LengthGroupedSampler(lengths, self.batch_size, self.seed, num_replicas=world, rank=rank)
+        else:
+            # Plain shuffling is the one-token-bucket case of length grouping: same sharding and seeding.
+            sampler = LengthGroupedSampler([0] * len(data), self.batch_size, self.seed, 1, world, rank)
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+
+    def _sharded_loader(self, split: str, batches: list[list[int]]) -> DataLoader:
+        world, rank = self._ranks()
+        # Every rank runs the same number of batches (ZeRO-3 gathers weights in every forward); the
+        # copies that even them out are skipped by the module (PeftModule.is_padding_batch).
+        sampler = ShardedBatches(batches=batches, num_replicas=world, rank=rank, pad_batches=world > 1)
+        return DataLoader(self.splits[split], batch_sampler=sampler, **self._loader_kwargs())
 
     def _eval_loader(self, split: str) -> DataLoader:
         # Metrics do not depend on order, so evaluate longest-first with minimal padding.
         lengths = self._lengths(split)
         order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-        return DataLoader(
-            self.splits[split], batch_size=self.eval_batch_size, sampler=order, **self._loader_kwargs()
-        )
+        return self._sharded_loader(split, chunk(order, self.eval_batch_size))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")
@@ -164,10 +178,11 @@ class TextDataModule(L.LightningDataModule):
         return self._eval_loader(self.test_split)
 
     def predict_dataloader(self) -> DataLoader:
-        # Predictions are written in input order.
-        return DataLoader(
-            self.splits[self.test_split], batch_size=self.eval_batch_size, **self._loader_kwargs()
-        )
+        # Batches of consecutive rows: the predictions writer puts them back in input order.
+        return self._sharded_loader(self.test_split, self._in_order(self.test_split))
+
+    def _in_order(self, split: str) -> list[list[int]]:
+        return chunk(range(len(self.splits[split])), self.eval_batch_size)
 
     def _loader_kwargs(self) -> dict[str, Any]:
         return {"collate_fn": self._collate(), "num_workers": self.num_workers}

@@ -106,7 +106,7 @@ class CausalTextDataModule(TextDataModule):
     def predict_dataloader(self) -> DataLoader:
         if "predict" not in self.splits:
             return super().predict_dataloader()
-        return DataLoader(self.splits["predict"], batch_size=self.eval_batch_size, **self._loader_kwargs())
+        return self._sharded_loader("predict", self._in_order("predict"))
 
     def _collate(self) -> CausalCollator:
         tokenizer = self.tokenizer

@@ -1,44 +1,139 @@
-"""Length-grouped shuffling: batches of similar length, a fresh seeded order every epoch."""
+"""Rank-aware samplers: whole batches per rank, every row counted once in evaluation.
+
+lit_lora shards by itself, never through Lightning's samplers: its ``DistributedSamplerWrapper``
+reshuffles a custom training order (undoing length grouping) and its evaluation sampler pads the split
+with repeated rows (counted twice by every metric). The training sampler subclasses
+``DistributedSampler`` so that Lightning leaves it alone; evaluation batch samplers ignore whatever
+sampler Lightning injects.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, DistributedSampler
 
 
-class LengthGroupedSampler(Sampler[int]):
-    """Yields indices so that consecutive ``batch_size`` runs hold rows of similar length.
+def shard_batches(batches: list[list[int]], num_replicas: int, rank: int) -> list[list[int]]:
+    """Every ``num_replicas``-th batch, starting at ``rank``: a rank's batches keep the global order."""
+    return batches[rank::num_replicas]
+
+
+def chunk(indices: Sequence[int], size: int) -> list[list[int]]:
+    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+
+
+class _RankSampler(DistributedSampler):
+    """A ``DistributedSampler`` in name (see the module docstring) whose subclasses decide the order."""
+
+    def __init__(self, num_rows: int, num_replicas: int, rank: int) -> None:
+        super().__init__(range(num_rows), num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
+
+    def _batches(self) -> list[list[int]]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self._batches():
+            yield from batch
+
+    def __len__(self) -> int:
+        return sum(len(batch) for batch in self._batches())
+
+
+class LengthGroupedSampler(_RankSampler):
+    """Training order in which every batch holds rows of similar length, on any number of ranks.
 
     Each epoch shuffles all rows, cuts them into mega-batches of ``mega_batches`` batches, sorts each
-    mega-batch by length and shuffles the order of the resulting batches. The order depends only on
-    ``seed`` and the epoch (Lightning calls ``set_epoch``), so every DDP rank agrees and a resumed run
-    sees the same batches as an uninterrupted one.
+    mega-batch by length and shuffles the order of the full batches; the one short batch, if any, comes
+    last so that the loader's ``batch_size`` chunks never straddle two groups. With several ranks the
+    batch list is padded by repeating its first batches to a multiple of ``num_replicas`` (as
+    ``DistributedSampler`` pads rows) and rank ``r`` takes every ``num_replicas``-th batch from ``r``:
+    the same number of whole batches on every rank. The order depends only on ``seed`` and the epoch
+    (Lightning calls ``set_epoch``), so ranks agree and a resumed run sees the same batches.
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batches: int = 50
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        mega_batches: int = 50,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
+        super().__init__(len(lengths), num_replicas, rank)
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.mega_batches = mega_batches
-        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
+    def global_batches(self) -> list[list[int]]:
+        """The batches of all ranks for the current epoch, before sharding and padding."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         span = self.batch_size * self.mega_batches
         batches: list[list[int]] = []
         for start in range(0, len(order), span):
-            chunk = sorted(order[start : start + span], key=self.lengths.__getitem__, reverse=True)
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        for b in torch.randperm(len(batches), generator=generator).tolist():
-            yield from batches[b]
+            group = sorted(order[start : start + span], key=self.lengths.__getitem__, reverse=True)
+            batches.extend(chunk(group, self.batch_size))
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        return [full[i] for i in torch.randperm(len(full), generator=generator).tolist()] + short
+
+    def _batches(self) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != self.epoch:
+            batches = self.global_batches()
+            missing = -len(batches) % self.num_replicas
+            padded = batches + [batches[i % len(batches)] for i in range(missing)] if batches else []
+            self._cache = (self.epoch, shard_batches(padded, self.num_replicas, self.rank))
+        return self._cache[1]
+
+
+class ShardedBatches(BatchSampler):
+    """Evaluation and prediction batches of one rank: each batch of ``batches`` on exactly one rank.
+
+    Ranks may hold different numbers of batches; ``pad_batches`` evens them out by appending copies of
+    the first batch (ZeRO-3 needs every rank to run the same number of forward passes). Batches from
+    index ``real_batches`` on are such copies and must not reach any metric or prediction.
+
+    ``sampler`` is ignored: Lightning re-creates a predict loader's batch sampler with a sampler of
+    its own (a distributed one, if it thinks sharding is needed), and the batches here are already final.
+    """
+
+    def __init__(
+        self,
+        sampler: Any = None,
+        batch_size: int = 1,
+        drop_last: bool = False,
+        batches: list[list[int]] | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pad_batches: bool = False,
+    ) -> None:
+        super().__init__(range(0), batch_size, drop_last)  # type: ignore[arg-type]
+        everything = batches or []
+        self.batches = shard_batches(everything, num_replicas, rank)
+        self.real_batches = len(self.batches)
+        if pad_batches and everything:
+            most = -(-len(everything) // num_replicas)
+            self.batches += [everything[0]] * (most - len(self.batches))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def is_padding_batch(loader: Any, batch_idx: int) -> bool:
+    """Whether batch ``batch_idx`` of ``loader`` only evens out the ranks' batch counts."""
+    batches = getattr(loader, "batch_sampler", None)
+    batches = getattr(batches, "_batch_sampler", batches)  # Lightning's index-tracking wrapper (predict)
+    real = getattr(batches, "real_batches", None)
+    return real is not None and batch_idx >= real

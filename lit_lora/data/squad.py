@@ -196,14 +196,12 @@ class SquadV2DataModule(TextDataModule):
         return QACollator(self.tokenizer)
 
     def predict_dataloader(self) -> DataLoader:
-        # In input order, and each question's windows in one batch: one answer per question per batch.
+        # In input order, and each question's windows in one batch (so on one rank): one answer per
+        # question per batch.
         data = self.splits[self.test_split]
-        sampler = ExampleBatchSampler(
-            range(len(data)),  # type: ignore[arg-type]
-            self.eval_batch_size,
-            example_ids=data["example_id"],
-        )
-        return DataLoader(data, batch_sampler=sampler, **self._loader_kwargs())
+        ids = data["example_id"]
+        batches = list(ExampleBatchSampler(range(len(data)), self.eval_batch_size, example_ids=ids))
+        return self._sharded_loader(self.test_split, batches)
 
 
 def answer_tokens(

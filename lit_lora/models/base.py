@@ -16,6 +16,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lit_lora._io import atomic_directory
 from lit_lora.adapters import AdapterSpec, LoraSpec, Quantization
+from lit_lora.data.sampler import is_padding_batch
 from lit_lora.errors import LitLoraError
 from lit_lora.models._build import (
     head_module_names,
@@ -99,10 +100,20 @@ class PeftModule(L.LightningModule):
         """Log what needs the whole split (perplexity, SQuAD decoding) at the end of "val" or "test"."""
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if is_padding_batch(self.trainer.val_dataloaders, batch_idx):
+            return self._padding_step(batch)
         self._eval_step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
+        if is_padding_batch(self.trainer.test_dataloaders, batch_idx):
+            return self._padding_step(batch)
         self._eval_step(batch, "test")
+
+    def _padding_step(self, batch: Any) -> None:
+        # Scored by no metric; under ZeRO-3 the forward still runs, since every rank must join the
+        # weight gathers of every forward pass.
+        if getattr(self.trainer.strategy, "zero_stage_3", False):
+            self(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -233,9 +244,14 @@ class PeftModule(L.LightningModule):
                 setattr(allocator, name, state[name])
 
     def save_adapter(self, directory: str | Path) -> Path:
-        """Export the adapter (and trained heads) in PEFT format, atomically."""
-        with atomic_directory(directory) as tmp:
-            self.peft_model.save_pretrained(str(tmp))
+        """Export the adapter (and trained heads) in PEFT format, atomically.
+
+        Under a distributed trainer every rank calls this (ZeRO-3 gathers the weights first) and rank
+        zero writes.
+        """
+        if self._trainer is None or self.trainer.is_global_zero:
+            with atomic_directory(directory) as tmp:
+                self.peft_model.save_pretrained(str(tmp))
         return Path(directory)
 
     def describe(self) -> dict[str, Any]:

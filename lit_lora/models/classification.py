@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import TaskType
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import Accuracy, F1Score
 from transformers import AutoModelForSequenceClassification
 
@@ -59,29 +59,40 @@ class SequenceClassifier(PeftModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Row-weighted over the whole split and all ranks, like the other metrics.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
 
     def forward(self, batch: Batch) -> Any:
         return self.peft_model(**batch)
 
-    def _shared_step(self, batch: Batch, stage: str) -> torch.Tensor:
+    def _scored(self, batch: Batch, stage: str) -> tuple[Any, torch.Tensor]:
         outputs = self(batch)
         logits = outputs.logits.float()
-        task_loss = F.cross_entropy(logits, batch["labels"])
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.argmax(dim=-1), batch["labels"])
+        getattr(self, f"{stage}_metrics").update(logits.argmax(dim=-1), batch["labels"])
+        return outputs, F.cross_entropy(logits, batch["labels"])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        outputs, task_loss = self._scored(batch, "train")
         size = batch["labels"].shape[0]
-        self.log(f"{stage}/loss", task_loss, prog_bar=True, batch_size=size, sync_dist=stage != "train")
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=size)
-        if stage == "train" and outputs.loss is not None and self.uses_rank_allocation:
+        self.log("train/loss", task_loss, prog_bar=True, batch_size=size)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=size)
+        if outputs.loss is not None and self.uses_rank_allocation:
             # PEFT adds AdaLoRA's orthogonality regulariser to the loss it returns; log it apart.
             self.log("train/orth_reg", outputs.loss.detach() - task_loss.detach(), batch_size=size)
         return outputs.loss if outputs.loss is not None else task_loss
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        self._shared_step(batch, stage)
+        _, task_loss = self._scored(batch, stage)
+        getattr(self, f"{stage}_loss").update(task_loss, weight=batch["labels"].shape[0])
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        # Computed here on every rank (each syncs its states), so a rank that only ran padding
+        # batches still takes part; the values are global, hence no further sync_dist.
+        metrics, loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
+        self.log_dict(metrics.compute(), prog_bar=True)
+        self.log(f"{stage}/loss", loss.compute(), prog_bar=True)
+        metrics.reset()
+        loss.reset()
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         batch = {k: v for k, v in batch.items() if k != "labels"}

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from peft import TaskType
+from torchmetrics import MeanMetric
 from transformers import AutoModelForQuestionAnswering
 
 from lit_lora.errors import LitLoraError
@@ -64,6 +65,9 @@ class QuestionAnswering(PeftModule):
         self._results: list[FeatureResult] = []
         self._hits = torch.zeros(3, dtype=torch.long)  # right starts, right ends, windows
 
+    def _on_model_built(self) -> None:
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
     def forward(self, batch: Batch) -> Any:
         inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
         # PeftModelForQuestionAnswering.forward (peft 0.21) drops token_type_ids, which BERT needs to
@@ -112,7 +116,7 @@ class QuestionAnswering(PeftModule):
         outputs = self(batch)
         start, end = outputs.start_logits.float(), outputs.end_logits.float()
         size = start.shape[0]
-        self.log(f"{stage}/loss", self._span_loss(outputs, batch), batch_size=size, sync_dist=True)
+        getattr(self, f"{stage}_loss").update(self._span_loss(outputs, batch), weight=size)
         padding = ~batch["attention_mask"].bool()
         for column, logits in enumerate((start, end)):
             predicted = logits.masked_fill(padding, -torch.inf).argmax(dim=-1)
@@ -134,6 +138,9 @@ class QuestionAnswering(PeftModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         results, hits = self._gathered()
+        loss = getattr(self, f"{stage}_loss")
+        self.log(f"{stage}/loss", loss.compute())  # row-weighted over all ranks (MeanMetric syncs)
+        loss.reset()
         windows = max(int(hits[2]), 1)
         self.log(f"{stage}/start_acc", hits[0].float() / windows)
         self.log(f"{stage}/end_acc", hits[1].float() / windows)
