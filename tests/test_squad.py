@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -241,3 +242,18 @@ def test_decisions_do_not_depend_on_window_order():
     expected = decide(windows, n_best=5, threshold=0.0)
     rng.shuffle(windows)
     assert decide(windows, n_best=5, threshold=0.0) == expected
+
+
+def test_predict_on_two_ranks_keeps_each_question_on_one_rank(tiny_bert, tiny_squad):
+    data = datamodule(tiny_bert, tiny_squad, eval_batch_size=5)
+    data.setup("predict")
+    seen: list[list[str]] = []
+    for rank in (0, 1):
+        data.trainer = SimpleNamespace(world_size=2, global_rank=rank)  # what the loaders read
+        loader = data.predict_dataloader()
+        real = loader.batch_sampler.real_batches
+        seen.append(
+            [qid for b, batch in enumerate(loader) if b < real for qid in dict.fromkeys(batch["example_id"])]
+        )
+    assert not set(seen[0]) & set(seen[1])  # every window of a question on the same rank
+    assert sorted(seen[0] + seen[1]) == sorted(set(seen[0] + seen[1])) and len(seen[0] + seen[1]) == 16
