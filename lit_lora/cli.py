@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lit_lora._parse_errors import condense
 from lit_lora.callbacks import AdapterExport, PredictionsWriter, ResultsRecorder
 from lit_lora.data.base import TextDataModule
+from lit_lora.devices import check_device_support, check_single_device
 from lit_lora.errors import LitLoraError
 from lit_lora.models.base import PeftModule
 
@@ -40,6 +41,9 @@ class LitLoraCLI(LightningCLI):
         parser.link_arguments("seed_everything", "data.init_args.seed", compute_fn=_data_seed)
 
     def after_instantiate_classes(self) -> None:
+        # The device is resolved (accelerator auto included) and no weights are loaded yet.
+        quantization = getattr(self.model, "quantization", None)
+        check_device_support(self.trainer.strategy.root_device, str(self.trainer.precision), quantization)
         if self.subcommand is None:
             return
         config = self.config[self.subcommand]
@@ -54,7 +58,12 @@ class LitLoraCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # A CSV logger always comes first, so the run directory is <default_root_dir>/lightning_logs/
         # version_N whatever else is configured or installed; `trainer.logger: false` turns all off.
-        configured = self._get(self.config_init, "trainer", default={}).get("logger")
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        # Lightning refuses these on MPS with a traceback; lit_lora says it in one line.
+        check_single_device(
+            trainer_config.get("accelerator"), trainer_config.get("strategy"), trainer_config.get("devices")
+        )
+        configured = trainer_config.get("logger")
         if configured in (None, True):
             kwargs["logger"] = True
         trainer = super().instantiate_trainer(**kwargs)
