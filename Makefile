@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-gpu lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The CUDA tests only (skipped without a GPU; the two-GPU ones need two). The venv needs a CUDA torch:
+# e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu128" when it is first created.
+test-gpu: $(VENV)/.installed
+	$(PY) -m pytest -m gpu -q
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lit_lora tests benchmarks
