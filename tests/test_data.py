@@ -100,19 +100,27 @@ def test_string_labels_map_to_class_ids(tiny_bert, tmp_path):
     assert datamodule.num_labels == 4
 
 
-def test_local_data_without_dev_file_validates_on_test_like_the_hub_release(tiny_bert, tmp_path):
-    rows = [("stocks fall", "Business"), ("cup final", "Sports")]
+def test_without_a_dev_file_validation_is_held_out_from_train_never_read_from_test(tiny_bert, tmp_path):
+    topics = ("World", "Sports", "Business", "Sci/Tech")
+    rows = [(f"train row {i}", topics[i % 4]) for i in range(60)]
     write(tmp_path, "tsv", rows=rows, columns=("text", "label"))
     (tmp_path / "dev.tsv").unlink()  # the shared AG News copy has train.tsv and test.tsv only
-    datamodule = AGNewsDataModule(tokenizer_name=str(tiny_bert), data_dir=str(tmp_path))
-    datamodule.setup("fit")
-    assert datamodule.splits["validation"]["labels"] == [2, 1]
-    sst2_dir = tmp_path / "sst2"
-    sst2_dir.mkdir()
-    write(sst2_dir, "tsv")
-    (sst2_dir / "dev.tsv").unlink()
-    with pytest.raises(LitLoraError, match="no validation file"):
-        sst2(tiny_bert, sst2_dir).setup("fit")  # SST-2 has a real validation split: no stand-in
+    (tmp_path / "test.tsv").write_text("text\tlabel\ntest row\tWorld\n")
+    splits = {}
+    for seed in (1, 2):
+        datamodule = AGNewsDataModule(tokenizer_name=str(tiny_bert), data_dir=str(tmp_path), seed=seed)
+        datamodule.setup("fit")
+        decode = partial(datamodule.tokenizer.decode, skip_special_tokens=True)
+        splits[seed] = {k: [decode(ids) for ids in v["input_ids"]] for k, v in datamodule.splits.items()}
+    train, validation = splits[1]["train"], splits[1]["validation"]
+    assert len(validation) == 3 and len(train) == 57  # 5% of 60 rows
+    assert not set(validation) & set(train) and "test row" not in validation
+    assert set(validation) | set(train) == {f"train row {i}" for i in range(60)}
+    assert splits[2] == splits[1]  # the same held-out rows whatever the run's seed
+    assert "held out from" in datamodule.validation_source
+    counted = AGNewsDataModule(tokenizer_name=str(tiny_bert), data_dir=str(tmp_path), validation_holdout=10)
+    counted.setup("validate")
+    assert len(counted.splits["validation"]) == 10
 
 
 def test_unknown_string_label_lists_allowed_names(tiny_bert, tmp_path):
@@ -189,3 +197,14 @@ def test_evaluation_batches_score_every_row_once_on_any_number_of_ranks():
         loader = DataLoader(range(45), batch_sampler=shards[-1])
         flags = [is_padding_batch(loader, i) for i in range(len(shards[-1]))]
         assert flags == [i >= shards[-1].real_batches for i in range(len(shards[-1]))]
+
+
+def test_tokenisation_cache_is_shared_by_runs_that_differ_only_in_seed_or_batching(tiny_bert, tmp_path):
+    write(tmp_path, "tsv")
+    first, second = sst2(tiny_bert, tmp_path, seed=1), sst2(tiny_bert, tmp_path, seed=2, batch_size=2)
+    first.setup("fit"), second.setup("fit")
+    cached = [d.splits["train"].cache_files for d in (first, second)]
+    assert cached[0] and cached[0] == cached[1]  # the second run re-used the first run's tokens
+    longer = sst2(tiny_bert, tmp_path, max_length=33)
+    longer.setup("fit")
+    assert longer.splits["train"].cache_files != cached[0]  # what changes tokens changes the key

@@ -136,6 +136,7 @@ class ResultsRecorder(L.Callback):
             "num_devices": trainer.world_size,
             "precision": str(trainer.precision),
             "seed": _seed(),
+            "validation_source": getattr(trainer.datamodule, "validation_source", None),
             "versions": library_versions(),
         }
         if stage == "fit":

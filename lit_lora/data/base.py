@@ -7,14 +7,28 @@ from typing import Any, ClassVar, Literal
 
 import datasets
 import lightning as L
+import torch
+from datasets.fingerprint import Hasher
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lit_lora.data.files import check_data_dir, find_split_file, load_split_file, require_split_file
 from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk
+from lit_lora.errors import LitLoraError
 from lit_lora.models._build import resolve_model_path
 
 Split = Literal["train", "validation", "test"]
+HOLDOUT_SEED = 0  # one validation slice for every run seed, so that runs select on the same rows
+HOLDOUT_CAP = 2000
+
+
+def holdout_rows(num_rows: int, size: float) -> list[int]:
+    """Seeded, sorted row indices of train held out for validation: ``size`` a fraction or a count."""
+    count = min(round(size * num_rows), HOLDOUT_CAP) if size < 1 else int(size)
+    count = min(max(count, 1), num_rows - 1)
+    generator = torch.Generator().manual_seed(HOLDOUT_SEED)
+    return sorted(torch.randperm(num_rows, generator=generator)[:count].tolist())
 
 
 class TextDataModule(L.LightningDataModule):
@@ -26,7 +40,13 @@ class TextDataModule(L.LightningDataModule):
 
     hub_path: ClassVar[str]
     hub_config: ClassVar[str | None] = None
-    hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "validation", "test": "test"}
+    # The hub split read for each split; None where the release has none (validation is then held out
+    # from train, never read from test).
+    hub_splits: ClassVar[dict[str, str | None]] = {
+        "train": "train",
+        "validation": "validation",
+        "test": "test",
+    }
 
     def __init__(
         self,
@@ -41,6 +61,7 @@ class TextDataModule(L.LightningDataModule):
         group_by_length: bool = True,
         num_workers: int = 0,
         seed: int = 42,
+        validation_holdout: float = 0.05,
     ) -> None:
         """
         Args:
@@ -57,6 +78,9 @@ class TextDataModule(L.LightningDataModule):
                 randomness per epoch); evaluation is always sorted by length.
             num_workers: DataLoader worker processes.
             seed: Seed of the training order (each epoch reshuffles from seed + epoch).
+            validation_holdout: Where the data has no dev/validation split: the rows of train held out
+                for validation (checkpoint selection, early stopping, sweeps), a fraction (below 1, at
+                most 2,000 rows) or a count; the same rows for every seed. Validation never reads test.
         """
         super().__init__()
         self.tokenizer_name = tokenizer_name
@@ -70,8 +94,13 @@ class TextDataModule(L.LightningDataModule):
         self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.seed = seed
+        if validation_holdout <= 0:
+            raise LitLoraError(f"data.validation_holdout={validation_holdout} must be positive")
+        self.validation_holdout = validation_holdout
+        self.validation_source: str | None = None
         self.splits: dict[str, datasets.Dataset] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._tokenizer_hash: str | None = None
 
     # ---- task hooks -------------------------------------------------------------------------------
 
@@ -98,10 +127,10 @@ class TextDataModule(L.LightningDataModule):
         local = self._local_dir()
         if local is not None:
             path = find_split_file(local, split)
-            if path is None and self.hub_splits[split] != split:
-                # A dataset released without this split (AG News, GSM8K: no validation) uses the same
-                # stand-in locally as on the hub.
-                path = find_split_file(local, self.hub_splits[split])
+            stand_in = self.hub_splits[split]
+            if path is None and stand_in not in (None, split):
+                # A release whose test is its validation split (SQuAD v2): the same stand-in locally.
+                path = find_split_file(local, stand_in)
             path = path or require_split_file(local, split)
             return load_split_file(path), str(path)
         name = f"{self.hub_path}/{self.hub_config}" if self.hub_config else self.hub_path
@@ -121,18 +150,58 @@ class TextDataModule(L.LightningDataModule):
             "predict": [self.test_split],
         }[stage]
 
+    def _has_validation_split(self) -> bool:
+        local = self._local_dir()
+        if local is not None:
+            return find_split_file(local, "validation") is not None
+        return self.hub_splits["validation"] is not None
+
+    def _split_rows(self, split: Split) -> tuple[datasets.Dataset, str]:
+        """The raw rows of ``split``: validation without a split of its own is held out from train."""
+        if split == "test" or self._has_validation_split():
+            raw, source = self._load_raw(split)
+            if split == "validation":
+                self.validation_source = source
+            return raw, source
+        train, source = self._load_raw("train")
+        held_out = holdout_rows(len(train), self.validation_holdout)
+        if split == "validation":
+            self.validation_source = f"{len(held_out)} rows held out from {source} (seed {HOLDOUT_SEED})"
+            rank_zero_info(f"no validation split: validation is {self.validation_source}")
+            return train.select(held_out), f"{source} (held-out rows)"
+        kept = sorted(set(range(len(train))) - set(held_out))
+        return train.select(kept), source
+
     def setup(self, stage: str) -> None:
         for split in self._stage_splits(stage):
             if split in self.splits:
                 continue
-            raw, source = self._load_raw(split)
+            raw, source = self._split_rows(split)
             limit = self.max_train_samples if split == "train" else self.max_eval_samples
             if limit is not None:
                 raw = raw.select(range(min(limit, len(raw))))
             prepared = self._prepare(raw, source)
             self.splits[split] = prepared.map(
-                self._encode, batched=True, remove_columns=prepared.column_names, desc=f"Tokenising {split}"
+                self._encode,
+                batched=True,
+                remove_columns=prepared.column_names,
+                desc=f"Tokenising {split}",
+                new_fingerprint=self._encoding_fingerprint(prepared),
             )
+
+    def _encoding_settings(self) -> dict[str, Any]:
+        """Everything besides the rows and the tokenizer that changes the tokens ``_encode`` makes."""
+        return {"task": type(self).__qualname__, "max_length": self.max_length}
+
+    def _encoding_fingerprint(self, prepared: datasets.Dataset) -> str:
+        # datasets would hash ``self._encode`` with the whole DataModule (trainer, seed, output folder),
+        # so every run of a sweep re-tokenised and cached another copy. The key is what makes tokens.
+        return Hasher.hash([prepared._fingerprint, self._tokenizer_fingerprint(), self._encoding_settings()])
+
+    def _tokenizer_fingerprint(self) -> str:
+        if self._tokenizer_hash is None:
+            self._tokenizer_hash = Hasher.hash(self.tokenizer)
+        return self._tokenizer_hash
 
     # ---- loaders ----------------------------------------------------------------------------------
 

@@ -74,10 +74,10 @@ class SST2DataModule(ClassificationDataModule):
 class AGNewsDataModule(ClassificationDataModule):
     """AG News topics (hub ``fancyzhx/ag_news``, or local files with ``text`` and ``label``).
 
-    The hub release has no validation split, so its test split serves for validation.
+    The release has no validation split: validation is held out from train (``validation_holdout``).
     """
 
     hub_path = "fancyzhx/ag_news"
-    hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "test", "test": "test"}
+    hub_splits: ClassVar[dict[str, str | None]] = {"train": "train", "validation": None, "test": "test"}
     text_columns = ("text",)
     label_names = ("World", "Sports", "Business", "Sci/Tech")

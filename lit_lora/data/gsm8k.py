@@ -18,12 +18,13 @@ class GSM8KDataModule(CausalTextDataModule):
     on the prompt (and on padding), so the loss covers the answer and the end-of-sequence token only.
     Rows longer than ``max_length`` lose the end of their answer. Evaluation rows also carry the prompt
     alone, for greedy generation, and the reference number (after ``####``) for exact match.
-    GSM8K has no validation split: validation reads the test split unless a dev/validation file exists.
+    GSM8K has no validation split: unless a dev/validation file exists, validation is held out from
+    train (``validation_holdout``), never read from test.
     """
 
     hub_path = "openai/gsm8k"
     hub_config = "main"
-    hub_splits: ClassVar[dict[str, str]] = {"train": "train", "validation": "test", "test": "test"}
+    hub_splits: ClassVar[dict[str, str | None]] = {"train": "train", "validation": None, "test": "test"}
     columns = ("question", "answer")
 
     def __init__(self, *args: Any, max_length: int = 512, **kwargs: Any) -> None:

@@ -84,7 +84,7 @@ class SquadV2DataModule(TextDataModule):
     """
 
     hub_path = "rajpurkar/squad_v2"
-    hub_splits: ClassVar[dict[str, str]] = {
+    hub_splits: ClassVar[dict[str, str | None]] = {
         "train": "train",
         "validation": "validation",
         "test": "validation",
@@ -136,6 +136,12 @@ class SquadV2DataModule(TextDataModule):
         for split, name in self.files.items():
             if name is not None and not Path(name).expanduser().is_file():
                 raise LitLoraError(f"data.{split}_file={name}: no such file")
+
+    def _has_validation_split(self) -> bool:
+        if self._split_file("validation") is not None:
+            return True
+        # Files named one by one: a missing validation file is held out from train, not fetched.
+        return not any(self.files.values()) and super()._has_validation_split()
 
     def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
         path = self._split_file(split)
