@@ -137,6 +137,9 @@ class SquadV2DataModule(TextDataModule):
             if name is not None and not Path(name).expanduser().is_file():
                 raise LitLoraError(f"data.{split}_file={name}: no such file")
 
+    def _encoding_settings(self) -> dict[str, Any]:
+        return {**super()._encoding_settings(), "doc_stride": self.doc_stride}
+
     def _has_validation_split(self) -> bool:
         if self._split_file("validation") is not None:
             return True
