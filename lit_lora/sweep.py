@@ -3,6 +3,11 @@
 Each run lives in ``OUT/<run name>`` with its ``run.log`` and a ``sweep_run.json`` marker;
 ``OUT/sweep_state.json`` lists them all. Completed runs are skipped on a re-run, failed ones are
 retried; a failure never stops the sweep, but the exit status is 1 if any run failed.
+
+Several processes may work on one sweep and folder at once (start it N times to run N in parallel):
+a run is claimed with a lock on ``OUT/<run>/.sweep_run.lock`` before anything else, so each runs once;
+a run that another process is running, or that failed since this process started, is skipped. The
+state file is rebuilt from the markers under a lock, so no process drops another's runs.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from lit_lora._io import atomic_write_json
+from lit_lora._locks import is_claimed, locked, release, try_claim
 from lit_lora.errors import LitLoraError
 from lit_lora.sweep_spec import Sweep, build_command, expand, load_sweep, run_name, sample
 
 MARKER = "sweep_run.json"
 STATE = "sweep_state.json"
 LOG = "run.log"
+LOCK = ".sweep_run.lock"
+STATE_LOCK = ".sweep_state.lock"
 REASONS = ("not accepted", "unrecognized", "does not exist", "Expected a typing", "Got value", "Expected a")
 
 
@@ -133,56 +141,92 @@ def run_sweep(
     lit_lora = fit_args(sweep) is not None
     if validate and lit_lora:
         validate_keys(sweep, extra)
-    previous = _load(out / STATE).get("runs")  # runs of earlier invocations stay listed
-    runs_state = previous if isinstance(previous, dict) else {}
-    state: dict[str, Any] = {"spec": str(sweep.path), "method": sweep.method, "runs": runs_state}
+    started = time.time()
     counts = {"completed": 0, "skipped": 0, "failed": 0}
     for index, params in enumerate(runs, 1):
         name = run_name(params)
         run_dir = out / name
+        label = f"[{index}/{len(runs)}] {name}"
         command = build_command(sweep, params)
         if lit_lora:
             command.append(f"--trainer.default_root_dir={run_dir}")
         command += list(extra)
-        done = is_completed(run_dir)
         if dry_run:
-            print(("# completed, would skip: " if done else "") + shlex.join(command))
+            print(("# completed, would skip: " if is_completed(run_dir) else "") + shlex.join(command))
             continue
-        entry: dict[str, Any] = {"params": params, "command": command, "dir": str(run_dir)}
-        state["runs"][name] = entry
-        if done:
-            entry["status"] = "skipped"
+        claim = try_claim(run_dir / LOCK)
+        if claim is None:
             counts["skipped"] += 1
-            print(f"[{index}/{len(runs)}] {name}: already completed, skipped")
+            print(f"{label}: running in another process, skipped", flush=True)
             continue
-        entry.update(_run_one(command, run_dir, f"[{index}/{len(runs)}] {name}"))
-        counts["completed" if entry["status"] == "completed" else "failed"] += 1
-        atomic_write_json(out / STATE, state)
+        try:  # checked only once claimed: another process may have finished it a moment ago
+            entry: dict[str, Any] = {"params": params, "command": command, "dir": str(run_dir)}
+            if reason := _skip_reason(run_dir, entry, started):
+                counts["skipped"] += 1
+                print(f"{label}: {reason}, skipped", flush=True)
+                continue
+            result = _run_one(command, run_dir, label, entry, claim)
+            counts["completed" if result["status"] == "completed" else "failed"] += 1
+        finally:
+            release(claim)
+        write_state(sweep, out)
     if dry_run:
         return 0
-    atomic_write_json(out / STATE, state)
+    state = write_state(sweep, out)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-    print(f"lit_lora sweep: {len(runs)} runs: {summary} (state: {out / STATE})")
+    print(f"lit_lora sweep: {len(runs)} runs: {summary} (state: {state})")
     return counts["failed"]
 
 
-def _run_one(command: list[str], run_dir: Path, label: str) -> dict[str, Any]:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _skip_reason(run_dir: Path, entry: dict[str, Any], started: float) -> str | None:
+    marker = _load(run_dir / MARKER)
+    if is_completed(run_dir):
+        if marker.get("status") != "completed":  # a fit record without a marker: the state shows it
+            atomic_write_json(run_dir / MARKER, {**entry, "status": "completed", "note": "fit record found"})
+        return "already completed"
+    if marker.get("status") == "failed" and marker.get("finished", 0) >= started:
+        return "failed in another process since this one started (a later invocation retries it)"
+    return None
+
+
+def write_state(sweep: Sweep, out: Path) -> Path:
+    """Rebuild ``OUT/sweep_state.json`` from every run's marker, one process at a time."""
+    with locked(out / STATE_LOCK):
+        runs = {}
+        for path in sorted(out.glob(f"*/{MARKER}")):
+            entry = _load(path)
+            if entry.get("status") == "running" and not is_claimed(path.parent / LOCK):
+                entry["status"] = "interrupted"  # its claimer died without writing the outcome
+            runs[path.parent.name] = entry
+        return atomic_write_json(out / STATE, {"spec": str(sweep.path), "method": sweep.method, "runs": runs})
+
+
+def _run_one(
+    command: list[str], run_dir: Path, label: str, entry: dict[str, Any], claim: int
+) -> dict[str, Any]:
     log = run_dir / LOG
     print(f"{label}: running (log: {log})", flush=True)
     start = time.time()
+    atomic_write_json(run_dir / MARKER, {**entry, "status": "running", "pid": os.getpid(), "started": start})
     env = {**os.environ, "LIT_LORA_RUN_DIR": str(run_dir)}
     with log.open("w") as handle:
         try:
-            code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+            # The run holds the claim too: if this process dies, nobody starts the run a second time.
+            proc = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, env=env, pass_fds=(claim,)
+            )
+            code = proc.returncode
         except OSError as err:
             handle.write(f"cannot start {command[0]}: {err}\n")
             code = 127
+    finished = time.time()
     result: dict[str, Any] = {
+        **entry,
         "status": "completed" if code == 0 else "failed",
         "returncode": code,
-        "seconds": round(time.time() - start, 2),
-        "command": command,
+        "seconds": round(finished - start, 2),
+        "started": start,
+        "finished": finished,
     }
     if code != 0:
         result["log_tail"] = _tail(log)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,9 @@ import pytest
 import yaml
 
 from lit_lora.__main__ import main as lit_lora_main
+from lit_lora._locks import release, try_claim
 from lit_lora.errors import LitLoraError
-from lit_lora.sweep import MARKER, STATE, is_completed, run_sweep, validate_keys
+from lit_lora.sweep import LOCK, MARKER, STATE, is_completed, run_sweep, validate_keys
 from lit_lora.sweep_spec import build_command, expand, load_sweep, run_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +30,18 @@ FAKE = (
     "(d / 'argv.txt').open('a').write(' '.join(sys.argv[1:]) + '\\n');"
     "print('training', sys.argv[1:]); sys.exit(3 if '--x=2' in sys.argv else 0)"
 )
+# The same, but each run takes a while, so that concurrent sweeps meet on the same runs.
+SLOW = "import time; time.sleep(0.4); " + FAKE
 
 
-def spec_file(tmp_path: Path, parameters: dict[str, Any], method: str = "grid", **extra: Any) -> Path:
-    spec = {"method": method, "command": ["${interpreter}", "-c", FAKE, "${args}"], "parameters": parameters}
+def spec_file(
+    tmp_path: Path, parameters: dict[str, Any], method: str = "grid", program: str = FAKE, **extra: Any
+) -> Path:
+    spec = {
+        "method": method,
+        "command": ["${interpreter}", "-c", program, "${args}"],
+        "parameters": parameters,
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({**spec, **extra}, sort_keys=False))
     return path
@@ -118,7 +130,55 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None
     assert run_sweep(sweep, out, extra=["--extra=yes"]) == 1
     assert (out / "x=1" / "argv.txt").read_text().count("\n") == 1
     assert (out / "x=2" / "argv.txt").read_text().count("\n") == 2
-    assert json.loads((out / STATE).read_text())["runs"]["x=1"]["status"] == "skipped"
+    assert json.loads((out / STATE).read_text())["runs"]["x=1"]["status"] == "completed"  # listed still
+
+
+def test_four_sweeps_at_once_run_each_point_once_and_lose_no_result(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, {"x": {"values": [1, 2, 3, 4, 5]}}, program=SLOW)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "lit_lora", "sweep", str(spec), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    for x in range(1, 6):  # each point started once, by whichever process claimed it first
+        assert (out / f"x={x}" / "argv.txt").read_text() == f"--x={x}\n", outputs
+    assert (
+        sum(o.count(": completed in") for o in outputs) == 4 and sum(o.count("FAILED") for o in outputs) == 1
+    )
+    assert sorted(p.returncode for p in procs) == [0, 0, 0, 1]  # the process that ran x=2 reports it
+    state = json.loads((out / STATE).read_text())["runs"]
+    assert {n: e["status"] for n, e in state.items()} == {
+        "x=1": "completed", "x=2": "failed", "x=3": "completed", "x=4": "completed", "x=5": "completed"
+    }  # fmt: skip
+    assert all(e["params"] == {"x": int(n[2:])} for n, e in state.items())
+
+
+def test_a_claimed_run_is_left_alone_and_a_dead_claim_is_not(tmp_path: Path, capsys) -> None:
+    sweep = load_sweep(spec_file(tmp_path, {"x": {"values": [1, 3]}}))
+    out = tmp_path / "out"
+    claim = try_claim(out / "x=1" / LOCK)  # a live process (this one) is running x=1
+    assert claim is not None and try_claim(out / "x=1" / LOCK) is None
+    try:
+        assert run_sweep(sweep, out) == 0
+    finally:
+        release(claim)
+    assert "x=1: running in another process, skipped" in capsys.readouterr().out
+    assert not (out / "x=1" / "argv.txt").exists() and (out / "x=3" / "argv.txt").is_file()
+
+    # A claimer that crashed mid-run left its lock file (naming a dead pid) and a "running" marker.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    (out / "x=1" / LOCK).write_text(f"pid {int(dead.stdout)} on {os.uname().nodename} since {time.time()}\n")
+    (out / "x=1" / MARKER).write_text(json.dumps({"status": "running", "pid": int(dead.stdout)}))
+    state = json.loads((out / STATE).read_text())
+    assert "x=1" not in state["runs"]
+    assert run_sweep(sweep, out) == 0
+    assert (out / "x=1" / "argv.txt").read_text() == "--x=1\n"
+    assert json.loads((out / STATE).read_text())["runs"]["x=1"]["status"] == "completed"
 
 
 def test_the_cli_exits_non_zero_with_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
