@@ -8,13 +8,13 @@ from typing import Any, NoReturn
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 
 from lit_lora._parse_errors import condense
 from lit_lora.callbacks import AdapterExport, PredictionsWriter, ResultsRecorder
 from lit_lora.data.base import TextDataModule
 from lit_lora.devices import check_device_support, check_single_device
 from lit_lora.errors import LitLoraError
+from lit_lora.loggers import run_loggers
 from lit_lora.models.base import PeftModule
 
 
@@ -67,9 +67,9 @@ class LitLoraCLI(LightningCLI):
         if configured in (None, True):
             kwargs["logger"] = True
         trainer = super().instantiate_trainer(**kwargs)
-        if configured is not False and not any(isinstance(lg, CSVLogger) for lg in trainer.loggers):
-            configured_loggers = [] if configured in (None, True) else trainer.loggers
-            trainer.loggers = [CSVLogger(save_dir=trainer.default_root_dir), *configured_loggers]
+        if configured is not False:  # CSV with a claimed version_N first; W&B under a sweep agent
+            default = configured in (None, True)
+            trainer.loggers = run_loggers(trainer.loggers, trainer.default_root_dir, default)
         return trainer
 
 

@@ -1,13 +1,16 @@
-"""A W&B logger that never blocks or prompts: it goes offline when W&B cannot be reached."""
+"""The loggers of a CLI run: a CSV logger whose version folder is claimed, W&B that never blocks or
+prompts (offline when W&B cannot be reached), and W&B by itself under a W&B sweep agent."""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 
 def wandb_reachable(timeout_s: float = 2.0) -> bool:
@@ -52,3 +55,53 @@ class AutoWandbLogger(WandbLogger):
             offline = not wandb_reachable()
         kwargs.setdefault("anonymous", False)
         super().__init__(project=project, offline=offline, **kwargs)
+
+
+def claim_version(versions_root: str | Path) -> int:
+    """Create the next free ``version_N`` folder below ``versions_root`` and return N.
+
+    ``os.mkdir`` succeeds for exactly one of the processes that try the same N, so runs started
+    together on one ``default_root_dir`` never share a folder (Lightning only lists the folders).
+    """
+    root = Path(versions_root)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+class ClaimedCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger``; its ``version_N`` folder is created the moment N is picked."""
+
+    def _get_next_version(self) -> int:
+        # Other ranks use rank 0's folder (Trainer.log_dir broadcasts it) and must not claim their own;
+        # remote paths (fsspec URLs) keep Lightning's listing.
+        if rank_zero_only.rank != 0 or "://" in str(self._root_dir):
+            return super()._get_next_version()
+        return claim_version(Path(self._root_dir) / self.name)
+
+
+def in_wandb_sweep() -> bool:
+    """True in a run started by ``wandb agent``: it sets the sweep id and the run id it was given."""
+    return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
+
+
+def run_loggers(loggers: list[Logger], root_dir: str | Path, replace_default: bool) -> list[Logger]:
+    """The loggers a CLI run gets from the ones its config built.
+
+    A claimed CSV logger comes first unless a CSV logger is configured (it holds ``results.json``);
+    ``replace_default`` drops Lightning's default logger (``trainer.logger`` unset or true). Under a
+    W&B sweep agent a W&B logger is added when none is configured: W&B then puts the sweep's
+    parameters in the run config itself, and the results record goes to the summary.
+    """
+    chosen = [] if replace_default else list(loggers)
+    if not any(isinstance(lg, CSVLogger) for lg in chosen):
+        chosen.insert(0, ClaimedCSVLogger(save_dir=root_dir))
+    if in_wandb_sweep() and not any(isinstance(lg, WandbLogger) for lg in chosen):
+        chosen.append(AutoWandbLogger(save_dir=os.environ.get("WANDB_DIR") or str(root_dir)))
+    return chosen
