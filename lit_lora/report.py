@@ -1,8 +1,10 @@
 """``python -m lit_lora report RUN_DIRS... --out DIR``: ``results.json`` files to CSV, Markdown and plots.
 
 Rules. A *run* is one directory holding a ``results.json`` with ``stage: fit`` (``trainer.log_dir``);
-``test`` or ``validate`` records in the same directory add their metrics to it, and records with no
-fit beside them are skipped (and counted). Runs are grouped by ``config_name``, method, quantisation
+``test`` or ``validate`` records in the same directory add their metrics to it, and so do those of a
+separate ``test``/``validate`` run that loaded the fit's adapter (``model.adapter_path`` names
+``<fit run>/adapter``; a relative path is matched by its trailing folders). Records with no fit
+are skipped (and counted). Runs are grouped by ``config_name``, method, quantisation
 and the rest of their recorded config, ignoring seeds and output paths: a group is one configuration
 over seeds. Each group shows mean ± sample standard deviation (ddof=1) and n; n=1 shows no ±.
 """
@@ -46,6 +48,7 @@ def find_runs(dirs: Sequence[Path]) -> tuple[list[Row], int]:
                 by_dir.setdefault(path.parent, []).append(record)
     if not by_dir:
         raise LitLoraError(f"no results.json below {', '.join(map(str, dirs))}: give run directories")
+    _join_to_fits(by_dir)
     rows, skipped = [], 0
     for directory, records in sorted(by_dir.items()):
         fits = [r for r in records if r["stage"] == "fit"]
@@ -54,6 +57,35 @@ def find_runs(dirs: Sequence[Path]) -> tuple[list[Row], int]:
             continue
         rows.append(_row(directory, fits[-1], [r for r in records if r["stage"] != "fit"]))
     return rows, skipped
+
+
+def _join_to_fits(by_dir: dict[Path, list[dict[str, Any]]]) -> None:
+    """Move the records of evaluation-only run directories to the fit whose adapter they loaded."""
+    fits = {d.resolve(): d for d, records in by_dir.items() if any(r["stage"] == "fit" for r in records)}
+    for directory in [d for d in by_dir if d.resolve() not in fits]:
+        kept = []
+        for record in by_dir[directory]:
+            fit = _fit_of(record, fits)
+            if fit is None:
+                kept.append(record)
+            else:
+                by_dir[fit].append({**record, "_run_dir": str(directory)})
+        by_dir[directory] = kept
+
+
+def _fit_of(record: dict[str, Any], fits: dict[Path, Path]) -> Path | None:
+    model = (record.get("config") or {}).get("model") or {}
+    adapter = (model.get("init_args") or {}).get("adapter_path")
+    if not adapter:
+        return None
+    run = Path(str(adapter)).parent  # AdapterExport writes <fit run dir>/adapter
+    if run.resolve() in fits:
+        return fits[run.resolve()]
+    if run.is_absolute():
+        return None
+    # Relative to wherever the evaluation ran, which need not be where the report runs.
+    matches = [fit for resolved, fit in fits.items() if resolved.parts[-len(run.parts) :] == run.parts]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> Row:
@@ -79,6 +111,8 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
         metrics.update({k: v for k, v in (other.get("metrics") or {}).items() if k not in metrics})
         if other["stage"] == "test":
             row["test_samples_per_s"] = other.get("samples_per_s")
+        if "_run_dir" in other:  # a separate evaluation run: where its own files are
+            row[f"{other['stage']}_run_dir"] = other["_run_dir"]
     row.update(sorted(metrics.items()))
     row["_config"] = {k: v for k, v in _flatten(fit.get("config") or {}).items() if not _ignored(k)}
     ranks = json.dumps(fit.get("ranks"), sort_keys=True)

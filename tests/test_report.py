@@ -14,6 +14,7 @@ import pytest
 
 from lit_lora.__main__ import main as lit_lora_main
 from lit_lora.report import approach, fmt, stats
+from tests.test_cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,6 +102,60 @@ def test_fit_and_test_records_in_one_directory_are_joined(tmp_path: Path) -> Non
     assert float(row["test/acc"]) == 0.75 and float(row["val/acc"]) == 0.8
     assert float(row["samples_per_s"]) == 30.0 and float(row["test_samples_per_s"]) == 99.0
     assert "Accuracy (test, %)" in (out / "summary.md").read_text()  # auto: every run has test metrics
+
+
+def test_a_separate_test_run_joins_the_fit_whose_adapter_it_loaded(tmp_path: Path) -> None:
+    fit_dir = write_result(tmp_path / "runs" / "fit").parent
+    config = {"model": {"init_args": {"adapter_path": str(fit_dir / "adapter")}}}
+    write_result(tmp_path / "runs" / "test", stage="test", metrics={"test/acc": 0.75}, config=config)
+    other = {"model": {"init_args": {"adapter_path": str(tmp_path / "elsewhere" / "adapter")}}}
+    write_result(tmp_path / "runs" / "test2", stage="test", metrics={"test/acc": 0.5}, config=other)
+    out = tmp_path / "report"
+    lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(out), "--no-plots"])
+    [row] = read_csv(out / "results.csv")
+    assert row["stages"] == "fit+test" and float(row["test/acc"]) == 0.75
+    assert row["test_run_dir"] == str(tmp_path / "runs" / "test" / "lightning_logs" / "version_0")
+    assert "1 records with no fit record" in (out / "summary.md").read_text()  # test2 tested another fit
+
+
+def test_report_joins_a_real_fit_and_its_test_run(
+    tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = str(REPO / "configs" / "sst2_lora.yaml")
+    common = [
+        "--config",
+        config,
+        "--model.model_name_or_path",
+        str(tiny_bert),
+        "--data.data_dir",
+        str(tiny_sst2),
+    ]
+    fit = run_cli(
+        "fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--trainer.default_root_dir", str(tmp_path / "fit"),
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    # Tested from another folder with a relative adapter path, as people do.
+    test = run_cli(
+        "test", *common, "--data.test_split", "test", "--trainer.default_root_dir", "test",
+        "--model.adapter_path", "fit/lightning_logs/version_0/adapter", cwd=tmp_path,
+    )  # fmt: skip
+    assert test.returncode == 0, test.stderr[-3000:]
+    fit_record, test_record = (
+        json.loads((tmp_path / d / "lightning_logs" / "version_0" / "results.json").read_text())
+        for d in ("fit", "test")
+    )
+    monkeypatch.chdir(REPO)  # the report runs elsewhere than the test did
+    out = tmp_path / "report"
+    lit_lora_main(["report", str(tmp_path / "fit"), str(tmp_path / "test"), "--out", str(out), "--no-plots"])
+    [row] = read_csv(out / "results.csv")
+    assert row["run_dir"] == str(tmp_path / "fit" / "lightning_logs" / "version_0")
+    assert row["stages"] == "fit+test"
+    assert float(row["test/acc"]) == pytest.approx(test_record["metrics"]["test/acc"])
+    assert float(row["val/acc"]) == pytest.approx(fit_record["metrics"]["val/acc"])
+    assert float(row["test_samples_per_s"]) == pytest.approx(test_record["samples_per_s"])
+    table = (out / "summary.md").read_text()
+    assert "Accuracy (test, %)" in table and "no fit record" not in table
 
 
 def test_plots_are_written(runs: Path, tmp_path: Path) -> None:
