@@ -74,8 +74,9 @@ def _join_to_fits(by_dir: dict[Path, list[dict[str, Any]]]) -> None:
 
 
 def _fit_of(record: dict[str, Any], fits: dict[Path, Path]) -> Path | None:
-    model = (record.get("config") or {}).get("model") or {}
-    adapter = (model.get("init_args") or {}).get("adapter_path")
+    model = (record.get("config") or {}).get("model")
+    init_args = model.get("init_args") if isinstance(model, dict) else None
+    adapter = init_args.get("adapter_path") if isinstance(init_args, dict) else None
     if not adapter:
         return None
     run = Path(str(adapter)).parent  # AdapterExport writes <fit run dir>/adapter
