@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import lightning as L
 import pytest
@@ -12,7 +13,7 @@ from peft import PeftModel
 from peft.tuners.adalora.model import AdaLoraModel
 from transformers import AutoModelForSequenceClassification
 
-from lit_lora import AdaLoraSpec, LoraSpec, Quantization
+from lit_lora import AdaLoraSpec, LitLoraError, LoraSpec, Quantization
 from tests.helpers import classifier, sst2, trainer
 
 
@@ -174,3 +175,19 @@ def test_bf16_mixed_precision_with_gradient_clipping_trains(tiny_bert, tiny_sst2
 def test_lora_defaults_target_peft_architecture_modules(tiny_bert):
     module = classifier(tiny_bert, LoraSpec(r=2), num_labels=2)
     assert sorted(module.peft_model.peft_config["default"].target_modules) == ["query", "value"]
+
+
+@pytest.mark.parametrize("drop", ["head", "adapter"])
+def test_checkpoint_missing_a_trained_key_is_refused(tiny_bert, tiny_sst2, tmp_path, drop):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    fit(classifier(tiny_bert, num_labels=2), sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=1,
+        callbacks=[checkpoint], enable_checkpointing=True)  # fmt: skip
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    marker = ".modules_to_save." if drop == "head" else ".lora_A."
+    removed = sorted(k for k in state["state_dict"] if marker in k)[0]
+    del state["state_dict"][removed]
+    torch.save(state, tmp_path / "partial.ckpt")
+    # Loaded without complaint, a missing head would be evaluated with its random initialisation.
+    with pytest.raises(LitLoraError, match=f"missing key {re.escape(removed)}"):
+        fit(classifier(tiny_bert, num_labels=2), sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=2,
+            ckpt_path=str(tmp_path / "partial.ckpt"))  # fmt: skip

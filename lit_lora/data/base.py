@@ -11,6 +11,7 @@ import torch
 from datasets.fingerprint import Hasher
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from lit_lora.data.files import check_data_dir, find_split_file, load_split_file, require_split_file
@@ -225,7 +226,9 @@ class TextDataModule(L.LightningDataModule):
         else:
             # Plain shuffling is the one-token-bucket case of length grouping: same sharding and seeding.
             sampler = LengthGroupedSampler([0] * len(data), self.batch_size, self.seed, 1, world, rank)
-        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+        # Stateful: a checkpoint taken mid-epoch records how far the epoch got, so that a resumed run
+        # continues with the next batch instead of replaying the epoch from its start.
+        return StatefulDataLoader(data, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
 
     def _sharded_loader(self, split: str, batches: list[list[int]]) -> DataLoader:
         world, rank = self._ranks()

@@ -25,6 +25,7 @@ from lit_lora.models._build import (
     load_config,
     wrap_with_adapter,
 )
+from lit_lora.models._resume import resume_train_loader_position
 
 _ALLOCATOR_STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
 
@@ -73,6 +74,7 @@ class PeftModule(L.LightningModule):
         if not 0.0 <= warmup_ratio < 1.0:
             raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
         self.model: PeftModel | None = None
+        self._rng_states_to_restore: dict[str, Any] | None = None
         # Checkpoints hold adapter and head weights only, so loading one is never strict.
         self.strict_loading = False
 
@@ -207,6 +209,12 @@ class PeftModule(L.LightningModule):
             self.peft_model.base_model.update_and_allocate(self.trainer.global_step)
 
     def on_train_start(self) -> None:
+        resume_train_loader_position(self.trainer)
+        rng, self._rng_states_to_restore = self._rng_states_to_restore, None
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         if self.logger is not None:
             counts = self.parameter_counts()
             self.logger.log_metrics({f"params/{k}": float(v) for k, v in counts.items()}, step=0)
@@ -220,7 +228,13 @@ class PeftModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self._adapter_keys()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        if "state_dict" in checkpoint:  # DeepSpeed saves module states itself
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        # Dropout draws from these: without them a resumed run trains on other masks than an
+        # uninterrupted one.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.uses_rank_allocation:
             allocator = self.peft_model.base_model.rankallocator
             checkpoint["adalora"] = {
@@ -230,18 +244,28 @@ class PeftModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
-        unknown = set(checkpoint["state_dict"]) - set(self.state_dict())
-        if unknown:
-            raise LitLoraError(
-                f"checkpoint does not fit this model/adapter: unexpected key {sorted(unknown)[0]} "
-                f"(and {len(unknown) - 1} more); check model.model_name_or_path and model.adapter"
-            )
+        if "state_dict" in checkpoint:
+            self._check_checkpoint_keys(set(checkpoint["state_dict"]))
         if "adalora" in checkpoint and self.uses_rank_allocation:
             state = checkpoint["adalora"]
             self.peft_model.peft_config["default"].rank_pattern = state["rank_pattern"]
             allocator = self.peft_model.base_model.rankallocator
+            # The loader maps tensors to CPU; the allocator mixes them with its parameters' grads.
+            device = next(p.device for p in self.peft_model.parameters() if p.requires_grad)
             for name in _ALLOCATOR_STATE:
-                setattr(allocator, name, state[name])
+                setattr(allocator, name, {k: v.to(device) for k, v in state[name].items()})
+        # Applied when training starts: creating the resumed loader's iterator draws from the RNG.
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def _check_checkpoint_keys(self, found: set[str]) -> None:
+        """Refuse a checkpoint with keys this model lacks, or without ones it trains (a random head)."""
+        unknown, missing = found - set(self.state_dict()), self._adapter_keys() - found
+        for kind, keys in (("unexpected", unknown), ("missing", missing)):
+            if keys:
+                raise LitLoraError(
+                    f"checkpoint does not fit this model/adapter: {kind} key {sorted(keys)[0]} "
+                    f"(and {len(keys) - 1} more); check model.model_name_or_path and model.adapter"
+                )
 
     def save_adapter(self, directory: str | Path) -> Path:
         """Export the adapter (and trained heads) in PEFT format, atomically.
