@@ -104,5 +104,11 @@ def wrap_with_adapter(
     if adapter_path is not None:
         if not (Path(adapter_path) / "adapter_config.json").is_file():
             raise LitLoraError(f"model.adapter_path={adapter_path}: no adapter_config.json there")
-        return PeftModel.from_pretrained(base, adapter_path, is_trainable=False)
+        model = PeftModel.from_pretrained(base, adapter_path, is_trainable=False)
+        is_adalora = model.peft_config["default"].peft_type.value == "ADALORA"
+        if is_adalora and not hasattr(model.base_model, "trainable_adapter_name"):
+            # PEFT's AdaLoRA forward reads it whenever labels produce a loss but sets it only for a
+            # trainable adapter: without it a saved AdaLoRA adapter cannot be scored.
+            model.base_model.trainable_adapter_name = "default"
+        return model
     return get_peft_model(base, adapter.to_peft_config(task_type, modules_to_save, total_steps))
