@@ -223,3 +223,39 @@ def test_predict_generates_greedily_from_a_file_of_prompts_as_if_each_were_alone
         ids = tokenizer(row["prompt"], return_tensors="pt")["input_ids"]
         alone = base.generate(ids, max_new_tokens=5, do_sample=False)[0, ids.shape[1] :]
         assert row["generation"] == tokenizer.decode(alone, skip_special_tokens=True)
+
+
+class FirstStepGradients(L.Callback):
+    def __init__(self) -> None:
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.grads:
+            named = pl_module.peft_model.named_parameters()
+            self.grads = {n: p.grad.detach().clone() for n, p in named if p.grad is not None}
+
+
+def test_accumulated_micro_batches_weigh_every_token_alike(tiny_llama, tmp_path):
+    # Answers of 1 to ~60 tokens: a per-micro-batch mean would give the short one the weight of the long one.
+    rows = [
+        {"question": "Two?", "answer": "#### 2"},
+        {"question": "Count on.", "answer": " ".join(str(i) for i in range(1, 40)) + "\n#### 39"},
+        {"question": "Half of 10?", "answer": "10 / 2 = 5\n#### 5"},
+        {"question": "A long sum.", "answer": " + ".join(["1"] * 20) + " = 20\n#### 20"},
+    ]
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gradients = {}
+    for batch_size, accumulate in ((4, 1), (1, 4)):
+        L.seed_everything(0)
+        probe = FirstStepGradients()
+        data = GSM8KDataModule(tokenizer_name=str(tiny_llama), data_dir=str(tmp_path), batch_size=batch_size)
+        model = causal_lm(tiny_llama)
+        run = trainer(
+            tmp_path / str(batch_size), max_steps=1, accumulate_grad_batches=accumulate, callbacks=[probe]
+        )
+        run.fit(model, data)
+        gradients[batch_size] = probe.grads
+    assert gradients[4].keys() == gradients[1].keys() and gradients[4]
+    for name, expected in gradients[4].items():
+        torch.testing.assert_close(gradients[1][name], expected, rtol=1e-4, atol=1e-7, msg=name)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from lit_lora import LitLoraError
 from lit_lora.data import AGNewsDataModule
 from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk, is_padding_batch
+from lit_lora.models._token_window import WindowTokens
 from tests.helpers import sst2
 
 ROWS = [("a charming film .", 1), ('a " dull " film', 0), ("superb", 1), ("awful , awful", 0)]
@@ -208,3 +209,14 @@ def test_tokenisation_cache_is_shared_by_runs_that_differ_only_in_seed_or_batchi
     longer = sst2(tiny_bert, tmp_path, max_length=33)
     longer.setup("fit")
     assert longer.splits["train"].cache_files != cached[0]  # what changes tokens changes the key
+
+
+def test_window_token_counts_cover_every_ranks_batches_of_the_window():
+    lengths = [(i * 13) % 17 + 1 for i in range(50)]
+    ranks = [LengthGroupedSampler(lengths, 4, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
+    windows = WindowTokens(ranks[0], lengths, accumulate=3)  # rank 0 counts for both ranks
+    per_rank = [r.batches_of_rank(0, r.rank) for r in ranks]  # 7 batches each (50 rows, padded to 56)
+    for batch_idx in range(7):
+        start = batch_idx // 3 * 3
+        expected = sum(lengths[i] for batches in per_rank for b in batches[start : start + 3] for i in b)
+        assert windows(0, batch_idx) == expected

@@ -73,9 +73,9 @@ class LengthGroupedSampler(_RankSampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def global_batches(self) -> list[list[int]]:
-        """The batches of all ranks for the current epoch, before sharding and padding."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """The batches of all ranks for ``epoch`` (default: the current one), before sharding and padding."""
+        generator = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else epoch))
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         span = self.batch_size * self.mega_batches
         batches: list[list[int]] = []
@@ -86,12 +86,16 @@ class LengthGroupedSampler(_RankSampler):
         short = [b for b in batches if len(b) < self.batch_size]
         return [full[i] for i in torch.randperm(len(full), generator=generator).tolist()] + short
 
+    def batches_of_rank(self, epoch: int, rank: int) -> list[list[int]]:
+        """The batches that ``rank`` trains on in ``epoch``."""
+        batches = self.global_batches(epoch)
+        missing = -len(batches) % self.num_replicas
+        padded = batches + [batches[i % len(batches)] for i in range(missing)] if batches else []
+        return shard_batches(padded, self.num_replicas, rank)
+
     def _batches(self) -> list[list[int]]:
         if self._cache is None or self._cache[0] != self.epoch:
-            batches = self.global_batches()
-            missing = -len(batches) % self.num_replicas
-            padded = batches + [batches[i % len(batches)] for i in range(missing)] if batches else []
-            self._cache = (self.epoch, shard_batches(padded, self.num_replicas, self.rank))
+            self._cache = (self.epoch, self.batches_of_rank(self.epoch, self.rank))
         return self._cache[1]
 
 

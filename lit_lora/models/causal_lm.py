@@ -10,10 +10,12 @@ from peft import TaskType
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
+from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import extract_answer, is_correct
 from lit_lora.models._build import load_config, resolve_model_path
 from lit_lora.models._lm_metrics import NumericExactMatch, TokenNLL, token_nll
+from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
 
 Batch = dict[str, Any]
@@ -65,6 +67,7 @@ class CausalLM(PeftModule):
         self.max_new_tokens = max_new_tokens
         self.generate_in_eval = generate_in_eval
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._window_tokens: WindowTokens | None = None
 
     def _trained_heads(self, config: Any) -> list[str]:
         return []
@@ -97,14 +100,42 @@ class CausalLM(PeftModule):
             inputs["labels"] = batch["labels"]
         outputs = self.peft_model(**inputs)
         nll, tokens = token_nll(outputs.logits, batch["labels"])
-        loss = nll / tokens.clamp(min=1)
+        mean_nll = nll / tokens.clamp(min=1)
         weight = max(int(tokens), 1)  # the epoch's train/loss is a mean over tokens, as in evaluation
-        self.log("train/loss", loss, prog_bar=True, batch_size=weight)
+        self.log("train/loss", mean_nll, prog_bar=True, batch_size=weight)
+        loss = self._window_normalised(nll, tokens, batch_idx)
         if outputs.loss is not None:
-            # PEFT's loss is the same token-mean NLL plus the regulariser.
-            self.log("train/orth_reg", outputs.loss.detach() - loss.detach(), batch_size=weight)
-            return outputs.loss
+            # PEFT's loss is the same token-mean NLL plus the regulariser, once per micro-batch.
+            orth_reg = outputs.loss - mean_nll
+            self.log("train/orth_reg", orth_reg.detach(), batch_size=weight)
+            loss = loss + orth_reg
         return loss
+
+    def _window_normalised(self, nll: torch.Tensor, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """Summed NLL over the tokens of the whole accumulation window, on all ranks.
+
+        Lightning divides every micro-batch loss by the accumulation count and DDP averages over ranks;
+        scaling by both leaves the window's gradient equal to sum(token losses) / tokens of the window.
+        """
+        trainer = self.trainer
+        if self._window_tokens is None:
+            self._window_tokens = self._build_window_tokens()
+        if self._window_tokens is None:  # not lit_lora's sampler: a mean over this micro-batch
+            return nll / tokens.clamp(min=1)
+        window = self._window_tokens(trainer.current_epoch, batch_idx)
+        return nll * (trainer.accumulate_grad_batches * trainer.world_size / max(window, 1))
+
+    def _build_window_tokens(self) -> WindowTokens | None:
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, LengthGroupedSampler):
+            return None
+        row_tokens = loss_tokens_per_row(loader.dataset["labels"])
+        return WindowTokens(sampler, row_tokens, self.trainer.accumulate_grad_batches)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self._window_tokens = None  # a new fit may bring new data or another accumulation count
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         nll, tokens = token_nll(self(batch).logits, batch["labels"])
