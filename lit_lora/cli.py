@@ -86,7 +86,12 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LitLoraCLI:
         subclass_mode_data=True,
         parser_class=_Parser,
         seed_everything_default=42,
-        trainer_defaults={"callbacks": [ResultsRecorder(), AdapterExport(), PredictionsWriter()]},
+        trainer_defaults={
+            "callbacks": [ResultsRecorder(), AdapterExport(), PredictionsWriter()],
+            # lit_lora's loaders shard by rank themselves (data/sampler.py); Lightning's samplers
+            # would reorder training batches and repeat evaluation rows.
+            "use_distributed_sampler": False,
+        },
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         args=args,
