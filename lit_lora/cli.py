@@ -10,7 +10,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_lora._parse_errors import condense
-from lit_lora.callbacks import AdapterExport, PredictionsWriter, ResultsRecorder
+from lit_lora.callbacks import AdapterExport, NonFiniteLossGuard, PredictionsWriter, ResultsRecorder
 from lit_lora.data.base import TextDataModule
 from lit_lora.devices import check_device_support, check_single_device
 from lit_lora.errors import LitLoraError
@@ -87,7 +87,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LitLoraCLI:
         parser_class=_Parser,
         seed_everything_default=42,
         trainer_defaults={
-            "callbacks": [ResultsRecorder(), AdapterExport(), PredictionsWriter()],
+            "callbacks": [ResultsRecorder(), AdapterExport(), PredictionsWriter(), NonFiniteLossGuard()],
             # lit_lora's loaders shard by rank themselves (data/sampler.py); Lightning's samplers
             # would reorder training batches and repeat evaluation rows.
             "use_distributed_sampler": False,

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from peft import PeftModel
 from peft.tuners.adalora.model import AdaLoraModel
 from transformers import AutoModelForSequenceClassification
 
 from lit_lora import AdaLoraSpec, LitLoraError, LoraSpec, Quantization
+from lit_lora.callbacks import NonFiniteLossGuard, ResultsRecorder
+from lit_lora.models import SequenceClassifier
 from tests.helpers import classifier, sst2, trainer
 
 
@@ -191,3 +195,24 @@ def test_checkpoint_missing_a_trained_key_is_refused(tiny_bert, tiny_sst2, tmp_p
     with pytest.raises(LitLoraError, match=f"missing key {re.escape(removed)}"):
         fit(classifier(tiny_bert, num_labels=2), sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=2,
             ckpt_path=str(tmp_path / "partial.ckpt"))  # fmt: skip
+
+
+class BlowsUpAtBatch3(SequenceClassifier):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if batch_idx == 3 else loss
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_bert, tiny_sst2, tmp_path):
+    module = BlowsUpAtBatch3(str(tiny_bert), adapter=LoraSpec(r=4, alpha=8, dropout=0.0), num_labels=2)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)
+    logger = CSVLogger(tmp_path)
+    run = trainer(tmp_path, max_steps=8, callbacks=[NonFiniteLossGuard(), ResultsRecorder(), checkpoint],
+                  enable_checkpointing=True, logger=logger)  # fmt: skip
+    with pytest.raises(LitLoraError, match=r"training loss is nan at optimizer step 4 \(epoch 0, batch 3\)"):
+        run.fit(module, sst2(tiny_bert, tiny_sst2))
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 3  # the step before the loss went wrong, nothing after it
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    record = json.loads((Path(logger.log_dir) / "results.json").read_text())
+    assert record["status"] == "failed" and "optimizer step 4" in record["failure"]

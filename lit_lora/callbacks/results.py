@@ -113,19 +113,35 @@ class ResultsRecorder(L.Callback):
         self._eval_end()
         self._write(trainer, pl_module, "test")
 
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Each rank counted its own rows (ranks may hold different numbers); every rank joins the sum.
-        samples, eval_samples = (_sum_over_ranks(trainer, n) for n in (self._samples, self._eval_samples))
-        directory = run_dir(trainer)  # a broadcast under DDP: every rank asks
-        if not trainer.is_global_zero:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        stage = trainer.state.fn.value if trainer.state.fn is not None else "fit"
+        # No collective after a failure: a rank may already be gone. Rank zero records what it saw.
+        failure = str(exception).splitlines()[0] if str(exception) else type(exception).__name__
+        self._write(trainer, pl_module, stage, failure=failure)
+
+    def _write(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, failure: str | None = None
+    ) -> None:
+        if failure is None:
+            # Each rank counted its own rows (ranks may hold different numbers); every rank joins the sum.
+            samples, eval_samples = (_sum_over_ranks(trainer, n) for n in (self._samples, self._eval_samples))
+            directory = run_dir(trainer)  # a broadcast under DDP: every rank asks
+        else:
+            samples, eval_samples = self._samples, self._eval_samples  # this rank's: no collective now
+            directory = Path(trainer.logger.log_dir) if trainer.logger and trainer.logger.log_dir else None
+        if not trainer.is_global_zero or directory is None:
             return
         device = trainer.strategy.root_device
         memory_mb, memory_kind = peak_memory(device)
         wall = time.perf_counter() - self._start
         record: dict[str, Any] = {
             "stage": stage,
+            "status": "failed" if failure else "completed",
+            **({"failure": failure} if failure else {}),
             "config_name": self.config_name,
-            **(pl_module.describe() if hasattr(pl_module, "describe") else {}),
+            **_describe(pl_module, built_only=failure is not None),
             "metrics": {k: _number(v) for k, v in sorted(trainer.callback_metrics.items())},
             "peak_memory_mb": round(memory_mb, 1),
             "memory_kind": memory_kind,
@@ -188,6 +204,13 @@ def _batch_size(batch: Any) -> int:
             if isinstance(value, torch.Tensor):
                 return int(value.shape[0])
     return 0
+
+
+def _describe(pl_module: L.LightningModule, built_only: bool) -> dict[str, Any]:
+    # After a failure the model may be what failed to build: describe it only if it exists.
+    if not hasattr(pl_module, "describe") or (built_only and getattr(pl_module, "model", None) is None):
+        return {}
+    return pl_module.describe()
 
 
 def _sum_over_ranks(trainer: L.Trainer, count: int) -> int:
