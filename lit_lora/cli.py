@@ -38,6 +38,7 @@ class LitLoraCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer_name")
+        parser.link_arguments("model.init_args.trust_remote_code", "data.init_args.trust_remote_code")
         parser.link_arguments("seed_everything", "data.init_args.seed", compute_fn=_data_seed)
 
     def after_instantiate_classes(self) -> None:

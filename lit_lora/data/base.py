@@ -63,6 +63,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         validation_holdout: float = 0.05,
+        trust_remote_code: bool = False,
     ) -> None:
         """
         Args:
@@ -82,6 +83,8 @@ class TextDataModule(L.LightningDataModule):
             validation_holdout: Where the data has no dev/validation split: the rows of train held out
                 for validation (checkpoint selection, early stopping, sweeps), a fraction (below 1, at
                 most 2,000 rows) or a count; the same rows for every seed. Validation never reads test.
+            trust_remote_code: Run tokenizer code shipped with a hub repository; linked to
+                model.trust_remote_code by the CLI.
         """
         super().__init__()
         self.tokenizer_name = tokenizer_name
@@ -98,6 +101,7 @@ class TextDataModule(L.LightningDataModule):
         if validation_holdout <= 0:
             raise LitLoraError(f"data.validation_holdout={validation_holdout} must be positive")
         self.validation_holdout = validation_holdout
+        self.trust_remote_code = trust_remote_code
         self.validation_source: str | None = None
         self.splits: dict[str, datasets.Dataset] = {}
         self._tokenizer: PreTrainedTokenizerBase | None = None
@@ -118,7 +122,8 @@ class TextDataModule(L.LightningDataModule):
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer_name))
+            path = resolve_model_path(self.tokenizer_name)
+            self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
         return self._tokenizer
 
     def _local_dir(self) -> Path | None:

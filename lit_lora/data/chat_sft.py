@@ -50,6 +50,7 @@ class ChatSFTDataModule(CausalTextDataModule):
         num_workers: int = 0,
         seed: int = 42,
         predict_file: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         """
         Args:
@@ -72,6 +73,8 @@ class ChatSFTDataModule(CausalTextDataModule):
             seed: Seed of sampling, splits and mixing (linked to seed_everything), and of the training order.
             predict_file: Prompts for `predict` (.txt, one per line, or .jsonl with a prompt, question or text
                 field), each sent as a user turn; None predicts on the validation rows.
+            trust_remote_code: Run tokenizer code shipped with a hub repository; linked to
+                model.trust_remote_code by the CLI.
         """
         super().__init__(
             tokenizer_name=tokenizer_name,
@@ -83,6 +86,7 @@ class ChatSFTDataModule(CausalTextDataModule):
             num_workers=num_workers,
             seed=seed,
             predict_file=predict_file,
+            trust_remote_code=trust_remote_code,
         )
         self.sources = list(sources)
         self.mixing = mixing

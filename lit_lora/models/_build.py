@@ -59,6 +59,13 @@ def load_config(name_or_path: str, **config_kwargs: Any) -> PretrainedConfig:
         return AutoConfig.from_pretrained(resolve_model_path(name_or_path), **config_kwargs)
     except OSError as err:
         raise LitLoraError(f"model.model_name_or_path={name_or_path}: {str(err).splitlines()[0]}") from err
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise LitLoraError(
+            f"model.model_name_or_path={name_or_path} ships its own Python code, which lit_lora does not "
+            "run unless asked: read it, then set model.trust_remote_code: true"
+        ) from err
 
 
 def load_base_model(
@@ -68,8 +75,9 @@ def load_base_model(
     quantization: Quantization,
     device: torch.device,
     keep_full_precision: list[str],
+    trust_remote_code: bool = False,
 ) -> PreTrainedModel:
-    kwargs: dict[str, Any] = {"config": config}
+    kwargs: dict[str, Any] = {"config": config, "trust_remote_code": trust_remote_code}
     if quantization.enabled:
         quantization.check_supported(device)
         kwargs["quantization_config"] = quantization.to_bnb_config(keep_full_precision, device)

@@ -50,6 +50,7 @@ class PeftModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.06,
         gradient_checkpointing: bool = False,
+        trust_remote_code: bool = False,
     ) -> None:
         """
         Args:
@@ -61,6 +62,8 @@ class PeftModule(L.LightningModule):
             weight_decay: AdamW weight decay.
             warmup_ratio: Fraction of the optimizer steps spent in linear warm-up before linear decay.
             gradient_checkpointing: Recompute activations in backward (non-reentrant) to save memory.
+            trust_remote_code: Run model code shipped with a hub repository; off unless asked for, since
+                that code runs with your permissions.
         """
         super().__init__()
         self.model_name_or_path = model_name_or_path
@@ -71,6 +74,7 @@ class PeftModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
         self.gradient_checkpointing = gradient_checkpointing
+        self.trust_remote_code = trust_remote_code
         if not 0.0 <= warmup_ratio < 1.0:
             raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
         self.model: PeftModel | None = None
@@ -145,11 +149,14 @@ class PeftModule(L.LightningModule):
         if self.model is not None:
             return
         auto_cls = self.auto_model_class
-        config = load_config(self.model_name_or_path, **self._build_kwargs())
+        config = load_config(
+            self.model_name_or_path, trust_remote_code=self.trust_remote_code, **self._build_kwargs()
+        )
         heads = self._trained_heads(config)
         base = load_base_model(
-            auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads
-        )
+            auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads,
+            trust_remote_code=self.trust_remote_code,
+        )  # fmt: skip
         if self.quantization.enabled:
             keep_4bit_weights_trainable_layout(base)
             base = prepare_model_for_kbit_training(

@@ -21,14 +21,15 @@ from lit_lora.models.base import PeftModule
 Batch = dict[str, Any]
 
 
-def projection_names(model_name_or_path: str) -> list[str]:
+def projection_names(model_name_or_path: str, trust_remote_code: bool = False) -> list[str]:
     """Names of the linear layers in the decoder blocks, the output layer excluded.
 
     q/k/v/o_proj and gate/up/down_proj for Llama and Qwen2, c_attn/c_proj/c_fc for GPT-2. Found on a
     weightless (meta-device) copy of the architecture, so any decoder works unconfigured.
     """
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(load_config(model_name_or_path))
+        config = load_config(model_name_or_path, trust_remote_code=trust_remote_code)
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     output = skeleton.get_output_embeddings()
     return sorted(
         {
@@ -75,7 +76,7 @@ class CausalLM(PeftModule):
     def configure_model(self) -> None:
         if self.model is None and self.adapter_path is None and self.adapter.target_modules is None:
             # PEFT's decoder default adapts q and v only; the seed adapts every projection.
-            names = projection_names(self.model_name_or_path)
+            names = projection_names(self.model_name_or_path, self.trust_remote_code)
             self.adapter = dataclasses.replace(self.adapter, target_modules=names)
         super().configure_model()
 
@@ -86,7 +87,8 @@ class CausalLM(PeftModule):
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.model_name_or_path))
+            path = resolve_model_path(self.model_name_or_path)
+            self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
         return self._tokenizer
 
     def forward(self, batch: Batch) -> Any:
