@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_lora._parse_errors import condense
@@ -56,10 +60,18 @@ class LitLoraCLI(LightningCLI):
                 self._parser(self.subcommand).dump(config, skip_link_targets=False)
             )
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except (LitLoraError, MisconfigurationException, OSError):
+            remove_unstarted_run_dir(self.trainer)
+            raise
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # A CSV logger always comes first, so the run directory is <default_root_dir>/lightning_logs/
         # version_N whatever else is configured or installed; `trainer.logger: false` turns all off.
         trainer_config = self._get(self.config_init, "trainer", default={})
+        check_writable(trainer_config.get("default_root_dir") or ".")
         # Lightning refuses these on MPS with a traceback; lit_lora says it in one line.
         check_single_device(
             trainer_config.get("accelerator"), trainer_config.get("strategy"), trainer_config.get("devices")
@@ -72,6 +84,31 @@ class LitLoraCLI(LightningCLI):
             default = configured in (None, True)
             trainer.loggers = run_loggers(trainer.loggers, trainer.default_root_dir, default)
         return trainer
+
+
+def check_writable(root: str) -> None:
+    """Fail before any work when the run directory cannot be written (permissions, read-only disk)."""
+    path = Path(root).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise LitLoraError(f"trainer.default_root_dir={root}: cannot write there ({err.strerror})") from err
+
+
+def remove_unstarted_run_dir(trainer: Any) -> None:
+    """Leave no run directory behind for a run that failed before it produced anything.
+
+    The config is saved (and the version folder claimed) before the model is built, so a bad model,
+    adapter or data setting would otherwise leave a folder holding a config.yaml and nothing else.
+    """
+    logger = getattr(trainer, "logger", None)
+    log_dir = getattr(logger, "log_dir", None) if logger is not None else None
+    if not trainer.is_global_zero or log_dir is None or not Path(log_dir).is_dir():
+        return
+    leftovers = {p.name for p in Path(log_dir).iterdir()}
+    if leftovers <= {"config.yaml", "hparams.yaml", "metrics.csv"}:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def _data_seed(seed: int | bool | None) -> int:
@@ -103,6 +140,12 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LitLoraCLI:
 def main(args: list[str] | None = None) -> None:
     try:
         build_cli(args)
-    except LitLoraError as err:
-        print(f"lit_lora: error: {err}", file=sys.stderr)
+    except (LitLoraError, MisconfigurationException) as err:
+        # Lightning's own refusals (no such accelerator, too many devices) read fine in one line too.
+        print(f"lit_lora: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+            raise
+        print(f"lit_lora: error: {err.filename or 'output'}: {err.strerror}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -59,12 +59,19 @@ class ResultsRecorder(L.Callback):
         self._eval_seconds = 0.0
         self._samples = 0
         self._eval_samples = 0
+        self._started = False
 
     # ---- measuring --------------------------------------------------------------------------------
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         reset_peak_memory(trainer.strategy.root_device)
         self._start = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = True
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -79,9 +86,11 @@ class ResultsRecorder(L.Callback):
         self._train_seconds += time.perf_counter() - self._epoch_start - self._eval_seconds
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = True
         self._eval_start = time.perf_counter()
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = True
         self._eval_start = time.perf_counter()
 
     def _eval_end(self) -> None:
@@ -116,10 +125,15 @@ class ResultsRecorder(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        if not self._started:
+            return  # failed before any step (bad input): the CLI leaves no run behind, nor a record
         stage = trainer.state.fn.value if trainer.state.fn is not None else "fit"
         # No collective after a failure: a rank may already be gone. Rank zero records what it saw.
         failure = str(exception).splitlines()[0] if str(exception) else type(exception).__name__
-        self._write(trainer, pl_module, stage, failure=failure)
+        try:
+            self._write(trainer, pl_module, stage, failure=failure)
+        except OSError:  # the failure may be the disk itself; the original error is what matters
+            pass
 
     def _write(
         self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, failure: str | None = None

@@ -183,6 +183,8 @@ class TextDataModule(L.LightningDataModule):
             if split in self.splits:
                 continue
             raw, source = self._split_rows(split)
+            if len(raw) == 0:
+                raise LitLoraError(f"{source}: no rows")
             limit = self.max_train_samples if split == "train" else self.max_eval_samples
             if limit is not None:
                 raw = raw.select(range(min(limit, len(raw))))

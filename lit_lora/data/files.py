@@ -49,6 +49,8 @@ def load_split_file(path: Path) -> datasets.Dataset:
     try:
         return datasets.load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
     except Exception as err:  # pandas/pyarrow raise many types for a malformed file
+        if "corresponds to no data" in str(err):  # datasets' words for a file with a header alone
+            raise LitLoraError(f"{path}: no rows") from err
         raise LitLoraError(
             f"{path}: cannot be read as {path.suffix[1:]} ({type(err).__name__}: {err})"
         ) from err

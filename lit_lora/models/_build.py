@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 from peft import PeftModel, TaskType, get_peft_model
+from safetensors import SafetensorError
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from lit_lora.adapters import AdapterSpec, Quantization
 from lit_lora.errors import LitLoraError
@@ -112,11 +114,43 @@ def wrap_with_adapter(
     if adapter_path is not None:
         if not (Path(adapter_path) / "adapter_config.json").is_file():
             raise LitLoraError(f"model.adapter_path={adapter_path}: no adapter_config.json there")
-        model = PeftModel.from_pretrained(base, adapter_path, is_trainable=False)
+        model = _load_adapter(base, adapter_path)
         is_adalora = model.peft_config["default"].peft_type.value == "ADALORA"
         if is_adalora and not hasattr(model.base_model, "trainable_adapter_name"):
             # PEFT's AdaLoRA forward reads it whenever labels produce a loss but sets it only for a
             # trainable adapter: without it a saved AdaLoRA adapter cannot be scored.
             model.base_model.trainable_adapter_name = "default"
         return model
-    return get_peft_model(base, adapter.to_peft_config(task_type, modules_to_save, total_steps))
+    config = adapter.to_peft_config(task_type, modules_to_save, total_steps)
+    try:
+        return get_peft_model(base, config)
+    except ValueError as err:
+        if "target" not in str(err).lower():
+            raise
+        raise LitLoraError(
+            f"model.adapter.target_modules={adapter.target_modules} matches no layer of this model; its "
+            f"linear layers are {linear_layer_names(base)}"
+        ) from err
+
+
+def linear_layer_names(model: torch.nn.Module) -> list[str]:
+    """The last name part of every linear layer: what target_modules may list."""
+    linear = (torch.nn.Linear, Conv1D)
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, linear)})
+
+
+def _load_adapter(base: PreTrainedModel, adapter_path: str) -> PeftModel:
+    try:
+        return PeftModel.from_pretrained(base, adapter_path, is_trainable=False)
+    except SafetensorError as err:
+        raise LitLoraError(
+            f"model.adapter_path={adapter_path}: adapter_model.safetensors cannot be read ({err}); it is "
+            "corrupt or truncated: export the adapter again"
+        ) from err
+    except (RuntimeError, ValueError, KeyError) as err:
+        lines = str(err).splitlines()
+        detail = next((line.strip() for line in lines if "size mismatch" in line), lines[0] if lines else "")
+        raise LitLoraError(
+            f"model.adapter_path={adapter_path} does not fit this base model ({detail}); was it trained on "
+            "another model.model_name_or_path?"
+        ) from err

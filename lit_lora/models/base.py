@@ -152,6 +152,7 @@ class PeftModule(L.LightningModule):
         config = load_config(
             self.model_name_or_path, trust_remote_code=self.trust_remote_code, **self._build_kwargs()
         )
+        self._check_max_length(config)
         heads = self._trained_heads(config)
         base = load_base_model(
             auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads,
@@ -173,6 +174,16 @@ class PeftModule(L.LightningModule):
         # (base and adapter) belongs to training.
         self.model.train()
         self._on_model_built()
+
+    def _check_max_length(self, config: Any) -> None:
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        wanted = getattr(datamodule, "max_length", None)
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(wanted, int) and isinstance(positions, int) and wanted > positions:
+            raise LitLoraError(
+                f"data.max_length={wanted} exceeds the {positions} positions of model "
+                f"{self.model_name_or_path} (max_position_embeddings); use data.max_length <= {positions}"
+            )
 
     @property
     def peft_model(self) -> PeftModel:
@@ -252,7 +263,7 @@ class PeftModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
         if "state_dict" in checkpoint:
-            self._check_checkpoint_keys(set(checkpoint["state_dict"]))
+            self._check_checkpoint_keys(checkpoint["state_dict"])
         if "adalora" in checkpoint and self.uses_rank_allocation:
             state = checkpoint["adalora"]
             self.peft_model.peft_config["default"].rank_pattern = state["rank_pattern"]
@@ -264,9 +275,17 @@ class PeftModule(L.LightningModule):
         # Applied when training starts: creating the resumed loader's iterator draws from the RNG.
         self._rng_states_to_restore = checkpoint.get("rng_states")
 
-    def _check_checkpoint_keys(self, found: set[str]) -> None:
-        """Refuse a checkpoint with keys this model lacks, or without ones it trains (a random head)."""
-        unknown, missing = found - set(self.state_dict()), self._adapter_keys() - found
+    def _check_checkpoint_keys(self, saved: dict[str, Any]) -> None:
+        """Refuse a checkpoint with keys this model lacks, without ones it trains (a random head), or
+        with other shapes (another rank)."""
+        own = self.state_dict()
+        unknown, missing = set(saved) - set(own), self._adapter_keys() - set(saved)
+        for key in sorted(set(saved) & set(own)):
+            if tuple(saved[key].shape) != tuple(own[key].shape):
+                raise LitLoraError(
+                    f"checkpoint does not fit this model/adapter: {key} has shape {tuple(saved[key].shape)}, "
+                    f"this model's is {tuple(own[key].shape)}; check model.adapter (r, target_modules)"
+                )
         for kind, keys in (("unexpected", unknown), ("missing", missing)):
             if keys:
                 raise LitLoraError(
