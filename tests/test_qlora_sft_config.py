@@ -77,6 +77,7 @@ def test_recipe_runs_offline_on_the_tiny_decoder(tiny_llama, tmp_path, monkeypat
         [
             "fit", "--config", CONFIG, "--model.model_name_or_path", str(tiny_llama),
             "--trainer.accelerator", "cpu", "--trainer.max_steps", "2", "--trainer.val_check_interval", "4",
+            "--data.max_length", "1024",  # the tiny decoder has 1,024 positions
             "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         ]
