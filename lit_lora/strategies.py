@@ -1,0 +1,201 @@
+"""DeepSpeed ZeRO-2/3 that runs on CPU processes as well as on CUDA GPUs, from the same YAML.
+
+Lightning's ``DeepSpeedStrategy`` refuses a CPU accelerator in three places although DeepSpeed runs
+ZeRO on CPU over gloo; :class:`LitLoraDeepSpeed` lifts them when Lightning's accelerator is the CPU and
+otherwise defers to Lightning. On every device it also: saves adapter-only checkpoints, lets torch's
+AdamW run on offloaded optimizer states, loads the base outside ``zero.Init`` and refuses, before any
+rank starts, the module/ZeRO combinations that cannot train. It overrides private Lightning methods,
+hence the ``lightning`` version range pinned in pyproject.toml.
+
+    trainer:
+      strategy:
+        class_path: lit_lora.strategies.LitLoraDeepSpeed
+        init_args: {stage: 3}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+from lightning.fabric.utilities.seed import reset_seed
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.strategies import DeepSpeedStrategy
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lit_lora.errors import LitLoraError
+
+
+class LitLoraDeepSpeed(DeepSpeedStrategy):
+    """Lightning's DeepSpeed strategy, on CUDA GPUs or CPU processes; checkpoints hold no frozen weights."""
+
+    def __init__(
+        self,
+        *args: Any,
+        exclude_frozen_parameters: bool = True,
+        param_persistence_threshold: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            exclude_frozen_parameters: Leave the frozen base out of checkpoints (adapter and heads only).
+            param_persistence_threshold: ZeRO-3: parameters with fewer elements stay whole on every rank
+                (DeepSpeed's ``stage3_param_persistence_threshold``, default 1e5); 0 partitions them all.
+        """
+        super().__init__(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+        assert self.config is not None
+        if param_persistence_threshold is not None:
+            zero = self.config.setdefault("zero_optimization", {})
+            zero["stage3_param_persistence_threshold"] = param_persistence_threshold
+        if (self.config.get("zero_optimization") or {}).get("offload_param") and self.zero_stage != 3:
+            # DeepSpeed would silently keep the parameters where they are.
+            raise LitLoraError(
+                f"trainer.strategy.offload_parameters=true needs stage 3, not {self.zero_stage}: DeepSpeed "
+                "offloads parameters at ZeRO-3 only; use --config configs/extras/deepspeed_zero3.yaml"
+            )
+        # lit_lora's optimizer is torch's AdamW; with offload DeepSpeed would otherwise insist on its own
+        # DeepSpeedCPUAdam, a C++ extension compiled at first use (minutes, and a compiler on the host).
+        self.config.setdefault("zero_force_ds_cpu_optimizer", False)
+
+    @property
+    def on_cpu(self) -> bool:
+        return isinstance(self.accelerator, CPUAccelerator)
+
+    @property
+    def zero_stage(self) -> int:
+        assert self.config is not None
+        return int((self.config.get("zero_optimization") or {}).get("stage", 0))
+
+    # ---- the three CPU refusals of Lightning's strategy ---------------------------------------------
+
+    def setup_environment(self) -> None:
+        if not self.on_cpu:
+            super().setup_environment()
+            return
+        _use_deepspeed_cpu_accelerator()
+        # Skip DeepSpeedStrategy's CUDA check, keep what DDPStrategy does (accelerator setup, distributed).
+        super(DeepSpeedStrategy, self).setup_environment()
+
+    def setup_distributed(self) -> None:
+        if not self.on_cpu:
+            super().setup_distributed()
+            return
+        # Lightning checks CUDA device indices here; CPU processes have none.
+        reset_seed()
+        self.set_world_ranks()
+        _skip_shared_memory_op_build()
+        self._init_deepspeed_distributed()
+
+    def _setup_model_and_optimizer(self, model: Any, optimizer: Any, lr_scheduler: Any = None) -> Any:
+        with self._device_rank_for_deepspeed():
+            return super()._setup_model_and_optimizer(model, optimizer, lr_scheduler)
+
+    def _initialize_deepspeed_inference(self, model: Any) -> None:
+        with self._device_rank_for_deepspeed():
+            super()._initialize_deepspeed_inference(model)
+
+    @contextmanager
+    def _device_rank_for_deepspeed(self) -> Iterator[None]:
+        """Lightning passes ``root_device.index`` as DeepSpeed's device rank: None on CPU, where the
+        local rank is what DeepSpeed expects."""
+        if not self.on_cpu:
+            yield
+            return
+        import deepspeed
+
+        initialize = deepspeed.initialize
+
+        def with_local_rank(*args: Any, **kwargs: Any) -> Any:
+            kwargs["args"] = argparse.Namespace(device_rank=self.local_rank)
+            return initialize(*args, **kwargs)
+
+        deepspeed.initialize = with_local_rank
+        try:
+            yield
+        finally:
+            deepspeed.initialize = initialize
+
+    def _auto_select_batch_size(self) -> int:
+        # Lightning reads the training loader for this even to validate or test, when lit_lora's data
+        # module has no training split set up; DeepSpeed only logs throughput with it.
+        assert self.lightning_module is not None
+        if self.lightning_module.trainer.state.fn != TrainerFn.FITTING:
+            return 1
+        return super()._auto_select_batch_size()
+
+    @contextmanager
+    def model_sharded_context(self) -> Iterator[None]:
+        # Lightning builds the model inside deepspeed.zero.Init under ZeRO-3, which splits every tensor as
+        # it is created: transformers' from_pretrained then fills slices it cannot see. lit_lora loads the
+        # base whole and ZeRO-3 partitions it in deepspeed.initialize (each rank holds it once, in CPU RAM).
+        yield
+
+    # ---- refusing what cannot work before any rank starts -------------------------------------------
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if isinstance(self._launcher, _SubprocessScriptLauncher):
+            self._launcher = _CheckingLauncher(self, self._launcher)
+
+    def check_supported(self, module: L.LightningModule | None) -> None:
+        """One line naming the combination when the module cannot train under this strategy."""
+        stage = self.zero_stage
+        if stage == 3 and getattr(getattr(module, "adapter", None), "method", None) == "adalora":
+            # PEFT's AdaLoRA reads its partitioned matrices outside any module's forward, where ZeRO-3
+            # never gathers them (PEFT relies on transformers' own DeepSpeed integration for that).
+            raise LitLoraError(
+                "model.adapter=AdaLoraSpec with DeepSpeed ZeRO-3 is not supported; use ZeRO-2: "
+                "--config configs/extras/deepspeed_zero2.yaml"
+            )
+        quantization = getattr(module, "quantization", None)
+        if quantization is None or not quantization.enabled:
+            return
+        mode = quantization.mode
+        if self.on_cpu:
+            raise LitLoraError(
+                f"model.quantization.mode={mode} with DeepSpeed ZeRO-{stage} on CPU is not supported "
+                "(bitsandbytes layers and DeepSpeed meet on CUDA only); on CPU train the quantised model "
+                "with trainer.strategy=ddp or one device"
+            )
+        if stage == 3:
+            raise LitLoraError(
+                f"model.quantization.mode={mode} with DeepSpeed ZeRO-3 is not supported by lit_lora "
+                "(it needs bnb_4bit_quant_storage equal to the model dtype); use ZeRO-2: "
+                "--config configs/extras/deepspeed_zero2.yaml"
+            )
+
+
+class _CheckingLauncher(_SubprocessScriptLauncher):
+    """Lightning's launcher that lets the strategy refuse the module before the other ranks start."""
+
+    def __init__(self, strategy: LitLoraDeepSpeed, launcher: _SubprocessScriptLauncher) -> None:
+        super().__init__(launcher.cluster_environment, launcher.num_processes, launcher.num_nodes)
+        self._strategy = strategy
+
+    def launch(self, function: Any, *args: Any, trainer: L.Trainer | None = None, **kwargs: Any) -> Any:
+        self._strategy.check_supported(trainer.lightning_module if trainer is not None else None)
+        return super().launch(function, *args, trainer=trainer, **kwargs)
+
+
+def _use_deepspeed_cpu_accelerator() -> None:
+    """DeepSpeed picks CUDA when it sees a GPU; Lightning's accelerator is CPU, so DeepSpeed's must be too."""
+    from deepspeed.accelerator import get_accelerator, set_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
+
+        set_accelerator(CPU_Accelerator())
+
+
+def _skip_shared_memory_op_build() -> None:
+    """``deepspeed.init_distributed`` compiles a shared-memory all-reduce for CPU (~90 s the first time,
+    and a compiler on the host); gloo does the same job for lit_lora's adapter-sized tensors."""
+    import deepspeed.comm  # noqa: F401  (loads deepspeed.comm.torch)
+
+    # By name: `import deepspeed.comm.torch as x` would bind the real `torch` package.
+    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
