@@ -102,14 +102,10 @@ class AdaLoraSpec:
                 f"model.adapter.target_r={self.target_r} exceeds model.adapter.init_r={self.init_r}: "
                 "AdaLoRA only prunes ranks"
             )
-        if total_steps is None:  # evaluation only: the schedule never runs
-            total_steps = 2
-        tinit, tfinal = _steps(self.tinit, total_steps), _steps(self.tfinal, total_steps)
-        if tinit + tfinal >= total_steps:
-            raise LitLoraError(
-                f"model.adapter.tinit + model.adapter.tfinal = {tinit + tfinal} steps leaves no "
-                f"budgeting phase in {total_steps} optimizer steps; their sum must be smaller"
-            )
+        if total_steps is None:  # built outside fit: a placeholder; every fit sets its own schedule
+            total_steps, tinit, tfinal = 2, 0, 0
+        else:
+            tinit, tfinal = self.phases(total_steps)
         return AdaLoraConfig(
             task_type=task_type,
             init_r=self.init_r,
@@ -126,6 +122,16 @@ class AdaLoraSpec:
             target_modules=self.target_modules,
             modules_to_save=modules_to_save or None,
         )
+
+    def phases(self, total_steps: int) -> tuple[int, int]:
+        """(tinit, tfinal) in optimizer steps for a run of ``total_steps``."""
+        tinit, tfinal = _steps(self.tinit, total_steps), _steps(self.tfinal, total_steps)
+        if tinit + tfinal >= total_steps:
+            raise LitLoraError(
+                f"model.adapter.tinit + model.adapter.tfinal = {tinit + tfinal} steps leaves no "
+                f"budgeting phase in {total_steps} optimizer steps; their sum must be smaller"
+            )
+        return tinit, tfinal
 
 
 AdapterSpec = LoraSpec | AdaLoraSpec

@@ -89,6 +89,11 @@ def _fit_of(record: dict[str, Any], fits: dict[Path, Path]) -> Path | None:
     return matches[0] if len(matches) == 1 else None
 
 
+def _share(count: int | None, params: dict[str, Any]) -> float | None:
+    total = params.get("total")
+    return 100.0 * count / total if count and total else None
+
+
 def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> Row:
     params = fit.get("parameters") or {}
     row: Row = {
@@ -101,9 +106,12 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
         "stages": "+".join(["fit", *sorted({r["stage"] for r in others})]),
         "device": fit.get("device"),
         "precision": fit.get("precision"),
-        "trainable": params.get("trainable"),
+        # AdaLoRA: what the final rank budget keeps (its count at init_r stays beside it).
+        "trainable": params.get("trainable_at_final_budget") or params.get("trainable"),
+        "trainable_at_init": params.get("trainable"),
         "total": params.get("total"),
-        "trainable_pct": params.get("trainable_pct"),
+        "trainable_pct": _share(params.get("trainable_at_final_budget"), params)
+        or params.get("trainable_pct"),
         **{k: fit.get(k) for k in ("peak_memory_mb", "memory_kind", "train_time_s", "wall_time_s")},
         **{k: fit.get(k) for k in ("samples_per_s", "train_samples", "global_steps", "epochs")},
     }

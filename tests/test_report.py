@@ -195,3 +195,16 @@ def test_no_results_is_a_one_line_error(tmp_path: Path, where: str) -> None:
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("lit_lora: error: ") and where in errors[0]
+
+
+def test_adalora_rows_count_trainable_parameters_at_the_final_budget(tmp_path: Path) -> None:
+    parameters = {
+        "trainable": 12_000,
+        "total": 1_000_000,
+        "trainable_pct": 1.2,
+        "trainable_at_final_budget": 8_000,
+    }
+    write_result(tmp_path / "runs" / "ada", method="adalora", parameters=parameters)
+    lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
+    (row,) = read_csv(tmp_path / "report" / "results.csv")
+    assert (row["trainable"], row["trainable_at_init"], float(row["trainable_pct"])) == ("8000", "12000", 0.8)

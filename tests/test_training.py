@@ -216,3 +216,36 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_b
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
     record = json.loads((Path(logger.log_dir) / "results.json").read_text())
     assert record["status"] == "failed" and "optimizer step 4" in record["failure"]
+
+
+def test_adalora_schedule_follows_the_fit_even_when_the_model_was_built_before(
+    tiny_bert, tiny_sst2, tmp_path
+):
+    spec = AdaLoraSpec(init_r=6, target_r=3, tinit=0.1, tfinal=0.2, dropout=0.0)
+    module = classifier(tiny_bert, spec, num_labels=2)
+    trainable_at_init_r = module.parameter_counts()["trainable"]  # builds the model outside fit
+    assert module.peft_model.peft_config["default"].total_step == 2  # a placeholder until fit starts
+    fit(module, sst2(tiny_bert, tiny_sst2, batch_size=4), tmp_path, max_epochs=1)  # 24 optimizer steps
+    config = module.peft_model.peft_config["default"]
+    assert (config.total_step, config.tinit, config.tfinal) == (24, 2, 5)
+    assert sum(sum(mask) for mask in config.rank_pattern.values()) == 3 * 4  # budget reached at step 19
+    parameters = module.describe()["parameters"]
+    # 4 modules x 3 pruned ranks x (32 in + 32 out + 1 singular value) fewer than at init_r.
+    assert parameters["trainable"] == trainable_at_init_r
+    assert parameters["trainable_at_final_budget"] == trainable_at_init_r - 4 * 3 * 65
+
+
+def test_adalora_allocator_skips_and_counts_steps_with_non_finite_gradients(tiny_bert):
+    module = classifier(tiny_bert, AdaLoraSpec(init_r=6, target_r=3, tinit=1, tfinal=1), num_labels=2)
+    allocator = module.peft_model.base_model.rankallocator  # builds the model
+    allocation = module.rank_allocation
+    allocation.reschedule(10)
+    lora = [p for n, p in module.peft_model.named_parameters() if ".lora_" in n]
+    for p in lora:
+        p.grad = torch.ones_like(p)
+    lora[0].grad[0, 0] = float("inf")  # what the 16-mixed grad scaler leaves on an overflowing step
+    assert allocation.step(3) is False and allocation.skipped_steps == 1
+    assert allocator.exp_avg_ipt == {}  # the importance averages stayed clean
+    lora[0].grad[0, 0] = 1.0
+    assert allocation.step(4) is True
+    assert allocator.exp_avg_ipt and all(torch.isfinite(v).all() for v in allocator.exp_avg_ipt.values())

@@ -15,9 +15,10 @@ from peft import PeftModel, TaskType, prepare_model_for_kbit_training
 from transformers import get_linear_schedule_with_warmup
 
 from lit_lora._io import atomic_directory
-from lit_lora.adapters import AdapterSpec, LoraSpec, Quantization
+from lit_lora.adapters import AdaLoraSpec, AdapterSpec, LoraSpec, Quantization
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.errors import LitLoraError
+from lit_lora.models._adalora import RankAllocation
 from lit_lora.models._build import (
     head_module_names,
     keep_4bit_weights_trainable_layout,
@@ -26,8 +27,6 @@ from lit_lora.models._build import (
     wrap_with_adapter,
 )
 from lit_lora.models._resume import resume_train_loader_position
-
-_ALLOCATOR_STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
 
 
 class PeftModule(L.LightningModule):
@@ -78,6 +77,7 @@ class PeftModule(L.LightningModule):
         if not 0.0 <= warmup_ratio < 1.0:
             raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
         self.model: PeftModel | None = None
+        self.rank_allocation: RankAllocation | None = None  # AdaLoRA being trained
         self._rng_states_to_restore: dict[str, Any] | None = None
         # Checkpoints hold adapter and head weights only, so loading one is never strict.
         self.strict_loading = False
@@ -170,6 +170,8 @@ class PeftModule(L.LightningModule):
         self.model = wrap_with_adapter(
             base, self.adapter, self.task_type, heads, self._total_training_steps(), self.adapter_path
         )
+        if isinstance(self.adapter, AdaLoraSpec) and self.adapter_path is None:
+            self.rank_allocation = RankAllocation(self.model, self.adapter)
         # from_pretrained returns eval mode; Lightning keeps whatever mode it finds, and dropout
         # (base and adapter) belongs to training.
         self.model.train()
@@ -223,8 +225,14 @@ class PeftModule(L.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # Called once per real optimizer step (after gradient accumulation) while gradients still
         # exist: AdaLoRA scores importance from them and reallocates the rank budget.
-        if self.uses_rank_allocation:
-            self.peft_model.base_model.update_and_allocate(self.trainer.global_step)
+        if self.rank_allocation is not None and not self.rank_allocation.step(self.trainer.global_step):
+            self.log("train/adalora_skipped_steps", float(self.rank_allocation.skipped_steps))
+
+    def on_fit_start(self) -> None:
+        if self.rank_allocation is not None:
+            total = self._total_training_steps()
+            assert total is not None
+            self.rank_allocation.reschedule(total)
 
     def on_train_start(self) -> None:
         resume_train_loader_position(self.trainer)
@@ -253,25 +261,15 @@ class PeftModule(L.LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-        if self.uses_rank_allocation:
-            allocator = self.peft_model.base_model.rankallocator
-            checkpoint["adalora"] = {
-                "rank_pattern": self.peft_model.peft_config["default"].rank_pattern,
-                **{name: getattr(allocator, name) for name in _ALLOCATOR_STATE},
-            }
+        if self.rank_allocation is not None:
+            checkpoint["adalora"] = self.rank_allocation.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
         if "state_dict" in checkpoint:
             self._check_checkpoint_keys(checkpoint["state_dict"])
-        if "adalora" in checkpoint and self.uses_rank_allocation:
-            state = checkpoint["adalora"]
-            self.peft_model.peft_config["default"].rank_pattern = state["rank_pattern"]
-            allocator = self.peft_model.base_model.rankallocator
-            # The loader maps tensors to CPU; the allocator mixes them with its parameters' grads.
-            device = next(p.device for p in self.peft_model.parameters() if p.requires_grad)
-            for name in _ALLOCATOR_STATE:
-                setattr(allocator, name, {k: v.to(device) for k, v in state[name].items()})
+        if "adalora" in checkpoint and self.rank_allocation is not None:
+            self.rank_allocation.load_state_dict(checkpoint["adalora"])
         # Applied when training starts: creating the resumed loader's iterator draws from the RNG.
         self._rng_states_to_restore = checkpoint.get("rng_states")
 
@@ -314,11 +312,15 @@ class PeftModule(L.LightningModule):
             "double_quant": self.quantization.double_quant if self.quantization.enabled else None,
             "target_modules": sorted(config.target_modules) if config.target_modules else None,
         }
-        if self.uses_rank_allocation:
+        info["parameters"] = self.parameter_counts()
+        if self.rank_allocation is not None:
+            info.update(self.rank_allocation.describe())
+            # Beside the count at init_r: what the final rank budget keeps.
+            info["parameters"]["trainable_at_final_budget"] = self.rank_allocation.trainable_at_final_budget()
+        elif self.uses_rank_allocation:  # a saved AdaLoRA adapter: its final pattern is in its config
             pattern = config.rank_pattern or {}
             info["ranks"] = {"init_r": config.init_r, "target_r": config.target_r}
             info["rank_pattern"] = {k: int(sum(v)) for k, v in pattern.items()}
         else:
             info["ranks"] = {"r": config.r, "rank_pattern": dict(config.rank_pattern or {})}
-        info["parameters"] = self.parameter_counts()
         return info
