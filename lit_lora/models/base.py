@@ -27,6 +27,7 @@ from lit_lora.models._build import (
     wrap_with_adapter,
 )
 from lit_lora.models._resume import resume_train_loader_position
+from lit_lora.models._zero import ZeroGradients, gathered_adapter
 
 
 class PeftModule(L.LightningModule):
@@ -78,6 +79,7 @@ class PeftModule(L.LightningModule):
             raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
         self.model: PeftModel | None = None
         self.rank_allocation: RankAllocation | None = None  # AdaLoRA being trained
+        self._zero_grads = ZeroGradients()  # what the allocator reads under DeepSpeed
         self._rng_states_to_restore: dict[str, Any] | None = None
         # Checkpoints hold adapter and head weights only, so loading one is never strict.
         self.strict_loading = False
@@ -225,8 +227,15 @@ class PeftModule(L.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # Called once per real optimizer step (after gradient accumulation) while gradients still
         # exist: AdaLoRA scores importance from them and reallocates the rank budget.
-        if self.rank_allocation is not None and not self.rank_allocation.step(self.trainer.global_step):
-            self.log("train/adalora_skipped_steps", float(self.rank_allocation.skipped_steps))
+        if self.rank_allocation is None:
+            return
+        with self._zero_grads.exposed(self.peft_model, self.trainer.strategy) as stepped:
+            if stepped and not self.rank_allocation.step(self.trainer.global_step):
+                self.log("train/adalora_skipped_steps", float(self.rank_allocation.skipped_steps))
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if self.rank_allocation is not None:  # DeepSpeed frees the gradients in its step: keep them
+            self._zero_grads.capture(self.peft_model, self.trainer.strategy)
 
     def on_fit_start(self) -> None:
         if self.rank_allocation is not None:
@@ -297,9 +306,10 @@ class PeftModule(L.LightningModule):
         Under a distributed trainer every rank calls this (ZeRO-3 gathers the weights first) and rank
         zero writes.
         """
-        if self._trainer is None or self.trainer.is_global_zero:
-            with atomic_directory(directory) as tmp:
-                self.peft_model.save_pretrained(str(tmp))
+        with gathered_adapter(self.peft_model):
+            if self._trainer is None or self.trainer.is_global_zero:
+                with atomic_directory(directory) as tmp:
+                    self.peft_model.save_pretrained(str(tmp))
         return Path(directory)
 
     def describe(self) -> dict[str, Any]:

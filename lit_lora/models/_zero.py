@@ -1,0 +1,88 @@
+"""What DeepSpeed ZeRO changes for PeftModule: whole parameters to export, gradients for AdaLoRA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
+from peft import PeftModel
+
+
+def is_partitioned(param: torch.Tensor) -> bool:
+    """A parameter that ZeRO-3 split across ranks (DeepSpeed tags it with a ``ds_id``)."""
+    return hasattr(param, "ds_id")
+
+
+@contextmanager
+def gathered_adapter(model: PeftModel) -> Iterator[None]:
+    """Inside the block the adapter and trained heads are whole on every rank (changes are discarded on
+    exit); a no-op unless ZeRO-3 partitioned them. Every rank must enter: the gather is a collective."""
+    # Trainable ones, and the frozen ones PEFT saves too: a loaded adapter's weights, AdaLoRA's ranknum.
+    saved = (p for n, p in model.named_parameters() if p.requires_grad or ".lora_" in n or ".ranknum." in n)
+    partitioned = [p for p in saved if is_partitioned(p)]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned):
+        yield
+
+
+class ZeroGradients:
+    """The gradients AdaLoRA's allocator reads, under DeepSpeed ZeRO-1/2 as under DDP.
+
+    PEFT scores importance from ``param.grad`` after the optimizer step and masks singular values
+    (lora_E) in place. DDP leaves the averaged gradients in ``.grad``. DeepSpeed reduces them into its
+    partitions and frees them in its step, and keeps an fp32 master copy of the weights that its next
+    step copies back over the module. So the full averaged gradients are gathered before the step
+    (:meth:`capture`), shown as ``.grad`` while the allocator runs (:meth:`exposed`), and the masked
+    singular values are then written into the master copy. Every rank gets the same scores and rank
+    pattern, step for step what DDP gives. Elsewhere both methods change nothing.
+    """
+
+    def __init__(self) -> None:
+        self._grads: dict[str, torch.Tensor] | None = None
+
+    def capture(self, model: PeftModel, strategy: Any) -> None:
+        """From ``on_before_optimizer_step``: after backward and the gradient reduction, before the step."""
+        if not isinstance(strategy, DeepSpeedStrategy):
+            return
+        if not strategy.deepspeed_engine.is_gradient_accumulation_boundary():
+            return  # DeepSpeed steps at the end of an accumulation window only
+        from deepspeed.utils import safe_get_full_grad
+
+        # A collective: every rank asks for the same parameters in the same order.
+        self._grads = {n: safe_get_full_grad(p).detach().clone() for n, p in _adapter_params(model)}
+
+    @contextmanager
+    def exposed(self, model: PeftModel, strategy: Any) -> Iterator[bool]:
+        """After the optimizer step: yields whether the allocator should run for this step."""
+        if not isinstance(strategy, DeepSpeedStrategy):
+            yield True
+            return
+        if self._grads is None:  # inside an accumulation window: DeepSpeed did not step
+            yield False
+            return
+        grads, self._grads = self._grads, None
+        params = dict(_adapter_params(model))
+        for name, param in params.items():
+            param.grad = grads[name].to(param.dtype)
+        try:
+            yield True
+        finally:
+            for param in params.values():
+                param.grad = None
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        for name, param in params.items():
+            if ".lora_E." in name:  # the singular values the allocator masked in the module's copy
+                safe_set_full_fp32_param(param, param.data.float())
+
+
+def _adapter_params(model: PeftModel) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters AdaLoRA scores (lora_A, lora_E, lora_B), in a fixed order."""
+    return [(n, p) for n, p in model.named_parameters() if ".lora_" in n and p.requires_grad]

@@ -1,0 +1,50 @@
+"""Callbacks that the DeepSpeed tests add to a CLI run to see what each rank holds after fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
+
+
+class DumpRankPattern(L.Callback):
+    """Every rank writes AdaLoRA's rank pattern to ``<root dir>/rank_pattern.<global rank>.json``.
+
+    Under DeepSpeed also how far the optimizer's fp32 master copy of the singular values (lora_E) is
+    from the module's masked copy: 0 when the masks reached the copy that the next step starts from.
+    """
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = pl_module.peft_model
+        record = {"pattern": model.peft_config["default"].rank_pattern, "master_gap": None}
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
+            from deepspeed.utils import safe_get_full_fp32_param
+
+            gaps = [
+                (safe_get_full_fp32_param(p) - p.data).abs().max().item()
+                for n, p in model.named_parameters()
+                if ".lora_E." in n
+            ]
+            record["master_gap"] = max(gaps)
+        path = Path(trainer.default_root_dir) / f"rank_pattern.{trainer.global_rank}.json"
+        path.write_text(json.dumps(record, sort_keys=True))
+
+
+class DumpLogits(L.Callback):
+    """Logits of the in-memory model on the first validation batch, saved by rank 0 with the batch.
+
+    Every rank runs the forward: under ZeRO-3 each forward gathers weights from all ranks.
+    """
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batch = next(iter(trainer.datamodule.val_dataloader()))
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        pl_module.eval()
+        with torch.no_grad():
+            logits = pl_module.peft_model(**inputs).logits
+        pl_module.train()
+        if trainer.is_global_zero:
+            torch.save({"inputs": inputs, "logits": logits}, Path(trainer.default_root_dir) / "logits.pt")
