@@ -7,8 +7,9 @@ it is any adapter spec plus a :class:`Quantization` with a mode other than ``non
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from peft import AdaLoraConfig, LoraConfig, PeftConfig, TaskType
@@ -19,8 +20,22 @@ QuantMode = Literal["none", "nf4", "fp4", "int8"]
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
+class AdapterSpec(ABC):
+    """What every adapter method spec provides. Abstract, so that jsonargparse parses ``model.adapter``
+    by ``class_path`` and a command-line override such as ``--model.adapter.dropout 0`` changes the
+    configured spec's field instead of re-picking the first spec whose fields accept the value."""
+
+    method: ClassVar[str]
+
+    @abstractmethod
+    def to_peft_config(
+        self, task_type: TaskType, modules_to_save: list[str], total_steps: int | None
+    ) -> PeftConfig:
+        """The PEFT config; ``total_steps`` is the fit's optimizer step count (None outside fit)."""
+
+
 @dataclass
-class LoraSpec:
+class LoraSpec(AdapterSpec):
     """Fixed-rank LoRA (Hu et al., 2021)."""
 
     r: int = 8
@@ -40,7 +55,7 @@ class LoraSpec:
     use_rslora: bool = False
     """Rank-stabilised scaling alpha / sqrt(r) (Kalajdzievski, 2023)."""
 
-    method = "lora"
+    method: ClassVar[str] = "lora"
 
     def to_peft_config(
         self, task_type: TaskType, modules_to_save: list[str], total_steps: int | None
@@ -61,7 +76,7 @@ class LoraSpec:
 
 
 @dataclass
-class AdaLoraSpec:
+class AdaLoraSpec(AdapterSpec):
     """AdaLoRA (Zhang et al., 2023): SVD-shaped updates whose ranks are reallocated during training.
 
     The total number of optimizer steps is taken from the trainer; it is never asked of the user.
@@ -90,7 +105,7 @@ class AdaLoraSpec:
     target_modules: list[str] | None = None
     """Module name suffixes to adapt; None uses PEFT's default for the architecture."""
 
-    method = "adalora"
+    method: ClassVar[str] = "adalora"
 
     def to_peft_config(
         self, task_type: TaskType, modules_to_save: list[str], total_steps: int | None
@@ -132,9 +147,6 @@ class AdaLoraSpec:
                 f"budgeting phase in {total_steps} optimizer steps; their sum must be smaller"
             )
         return tinit, tfinal
-
-
-AdapterSpec = LoraSpec | AdaLoraSpec
 
 
 @dataclass

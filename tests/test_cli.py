@@ -95,3 +95,10 @@ def test_fit_then_test_from_the_command_line(tiny_bert, tiny_sst2, tmp_path):
         (tmp_path / "predict" / "lightning_logs" / "version_0" / "predictions.jsonl").read_text().splitlines()
     )
     assert len(lines) == 32 and {"label", "label_name", "confidence"} <= set(json.loads(lines[0]))
+
+
+def test_overriding_a_field_both_specs_share_keeps_the_configured_method():
+    # jsonargparse used to re-pick the first spec accepting the value: AdaLoRA silently became LoRA.
+    cli = build_cli(["--config", "configs/sst2_adalora.yaml", "--model.adapter.dropout", "0"], run=False)
+    assert isinstance(cli.model.adapter, AdaLoraSpec) and cli.model.adapter.dropout == 0.0
+    assert cli.model.adapter.init_r == 12  # the config's other fields stay
