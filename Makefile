@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 	$(PY) -m lit_lora fit --config configs/demo.yaml
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # The CUDA tests only (skipped without a GPU; the two-GPU ones need two). The venv needs a CUDA torch:
 # e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu128" when it is first created.
