@@ -38,7 +38,6 @@ def write_tsv(directory: Path, rows: dict[str, str]) -> Path:
 
 
 GOOD = "sentence\tlabel\n" + "a fine film\t1\na dull film\t0\n" * 4
-GSM8K_ROWS = [{"question": "Tom has 3 apples and buys 5 more. How many?", "answer": "3 + 5 = 8\n#### 8"}] * 4
 
 
 def foreign_adapter(tmp: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+GSM8K_ROWS = [
+    {"question": "Tom has 3 apples and buys 5 more. How many?", "answer": "3 + 5 = <<3+5=8>>8\n#### 8"},
+    {"question": "A hat costs $7.50. What do 2 cost?", "answer": "2 * 7.50 = $15.00\n#### 15"},
+    {"question": "Sue had 1,200 beads and used 200.", "answer": "1,200 - 200 = 1,000\n#### 1,000"},
+]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 
 
@@ -85,3 +91,12 @@ def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lit_lora.tiny_decoder import build_tiny_decoder
 
     return build_tiny_decoder(tmp_path_factory.mktemp("tiny_gpt2"), "gpt2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def gsm8k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GSM8K-shaped train.jsonl and test.jsonl with three questions."""
+    directory = tmp_path_factory.mktemp("gsm8k")
+    for split in ("train", "test"):
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    return directory

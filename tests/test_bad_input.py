@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bad_inputs import GSM8K_ROWS, cases, error_lines, run_case
+from tests.bad_inputs import cases, error_lines, run_case
+from tests.conftest import GSM8K_ROWS
 
 # Built without the session fixtures so that `python -m tests.bad_inputs` can make them too.
 _PLACEHOLDER = Path("/nonexistent")
@@ -32,14 +33,6 @@ def make_fixtures(directory: Path, tokenizer_source: Path, shape: dict) -> tuple
     for split in ("train", "test"):
         (gsm8k / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
     return model, data, gsm8k
-
-
-@pytest.fixture(scope="module")
-def gsm8k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("gsm8k")
-    for split in ("train", "test"):
-        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
-    return directory
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -18,14 +18,8 @@ from lit_lora.data import GSM8KDataModule, WikiTextDataModule
 from lit_lora.models import CausalLM
 from lit_lora.models._lm_metrics import token_nll
 from lit_lora.tiny_decoder import BUILTIN_TEXT
-from tests.conftest import SHARED_DATA
+from tests.conftest import GSM8K_ROWS, SHARED_DATA
 from tests.helpers import quantized, trainer
-
-GSM8K_ROWS = [
-    {"question": "Tom has 3 apples and buys 5 more. How many?", "answer": "3 + 5 = <<3+5=8>>8\n#### 8"},
-    {"question": "A hat costs $7.50. What do 2 cost?", "answer": "2 * 7.50 = $15.00\n#### 15"},
-    {"question": "Sue had 1,200 beads and used 200.", "answer": "1,200 - 200 = 1,000\n#### 1,000"},
-]
 
 
 def causal_lm(model: Path, **kwargs) -> CausalLM:
@@ -33,14 +27,6 @@ def causal_lm(model: Path, **kwargs) -> CausalLM:
     kwargs.setdefault("learning_rate", 1e-2)
     kwargs.setdefault("warmup_ratio", 0.0)
     return CausalLM(str(model), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def gsm8k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("gsm8k")
-    for split in ("train", "test"):
-        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
-    return directory
 
 
 @pytest.fixture(scope="module")
