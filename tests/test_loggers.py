@@ -164,7 +164,7 @@ def test_a_sweep_agent_run_logs_to_wandb_by_itself(agent_run):
     assert {k: config[k] for k in SWEEP_PARAMS} == SWEEP_PARAMS  # the sweep's parameters
     updates = [r.config for r in records if r.WhichOneof("record_type") == "config"]
     full = {item.key: json.loads(item.value_json) for update in updates for item in update.update}
-    assert full["model"]["init_args"]["adapter"]["r"] == 4  # the whole run config too
+    assert full["model"]["init_args"]["adapter"]["init_args"]["r"] == 4  # the whole run config too
     summary = {
         "/".join([item.key] if item.key else item.nested_key): json.loads(item.value_json)
         for r in records
