@@ -79,7 +79,14 @@ class LitLoraCLI(LightningCLI):
         configured = trainer_config.get("logger")
         if configured in (None, True):
             kwargs["logger"] = True
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (TypeError, ValueError) as err:
+            if "devices" not in str(err):
+                raise
+            # Lightning says it with a traceback; the value is what the user must change.
+            devices = trainer_config.get("devices")
+            raise LitLoraError(f"trainer.devices={devices}: {str(err).splitlines()[0]}") from err
         if configured is not False:  # CSV with a claimed version_N first; W&B under a sweep agent
             default = configured in (None, True)
             trainer.loggers = run_loggers(trainer.loggers, trainer.default_root_dir, default)
