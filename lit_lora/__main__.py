@@ -1,4 +1,4 @@
-"""``python -m lit_lora``: ``sweep`` and ``report`` are lit_lora's own; the rest is LightningCLI."""
+"""``python -m lit_lora``: ``sweep``, ``report``, ``merge`` are lit_lora's own; the rest is LightningCLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from lit_lora.errors import LitLoraError
 
-OWN_COMMANDS = {"sweep": "lit_lora.sweep", "report": "lit_lora.report"}
+OWN_COMMANDS = {"sweep": "lit_lora.sweep", "report": "lit_lora.report", "merge": "lit_lora.merge"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         cli_main(argv)
     finally:
         if args in (["-h"], ["--help"]):
-            print("\nlit_lora's own commands: sweep (W&B sweep files, offline), report (tables and plots);")
-            print("see python -m lit_lora sweep --help and python -m lit_lora report --help")
+            print("\nlit_lora's own commands: sweep (W&B sweep files, offline), report (tables and plots),")
+            print("merge (LoRA adapters into one); see python -m lit_lora sweep|report|merge --help")
 
 
 if __name__ == "__main__":
