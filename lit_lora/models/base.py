@@ -26,6 +26,7 @@ from lit_lora.models._build import (
     load_config,
     wrap_with_adapter,
 )
+from lit_lora.models._checkpoint import check_checkpoint_keys, restore_rng_states, rng_states
 from lit_lora.models._resume import resume_train_loader_position
 from lit_lora.models._zero import ZeroGradients, gathered_adapter
 
@@ -247,9 +248,7 @@ class PeftModule(L.LightningModule):
         resume_train_loader_position(self.trainer)
         rng, self._rng_states_to_restore = self._rng_states_to_restore, None
         if rng is not None:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+            restore_rng_states(rng)
         if self.logger is not None:
             counts = self.parameter_counts()
             self.logger.log_metrics({f"params/{k}": float(v) for k, v in counts.items()}, step=0)
@@ -265,40 +264,18 @@ class PeftModule(L.LightningModule):
         keep = self._adapter_keys()
         if "state_dict" in checkpoint:  # DeepSpeed saves module states itself
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        # Dropout draws from these: without them a resumed run trains on other masks than an
-        # uninterrupted one.
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = rng_states()
         if self.rank_allocation is not None:
             checkpoint["adalora"] = self.rank_allocation.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
         if "state_dict" in checkpoint:
-            self._check_checkpoint_keys(checkpoint["state_dict"])
+            check_checkpoint_keys(checkpoint["state_dict"], self.state_dict(), self._adapter_keys())
         if "adalora" in checkpoint and self.rank_allocation is not None:
             self.rank_allocation.load_state_dict(checkpoint["adalora"])
         # Applied when training starts: creating the resumed loader's iterator draws from the RNG.
         self._rng_states_to_restore = checkpoint.get("rng_states")
-
-    def _check_checkpoint_keys(self, saved: dict[str, Any]) -> None:
-        """Refuse a checkpoint with keys this model lacks, without ones it trains (a random head), or
-        with other shapes (another rank)."""
-        own = self.state_dict()
-        unknown, missing = set(saved) - set(own), self._adapter_keys() - set(saved)
-        for key in sorted(set(saved) & set(own)):
-            if tuple(saved[key].shape) != tuple(own[key].shape):
-                raise LitLoraError(
-                    f"checkpoint does not fit this model/adapter: {key} has shape {tuple(saved[key].shape)}, "
-                    f"this model's is {tuple(own[key].shape)}; check model.adapter (r, target_modules)"
-                )
-        for kind, keys in (("unexpected", unknown), ("missing", missing)):
-            if keys:
-                raise LitLoraError(
-                    f"checkpoint does not fit this model/adapter: {kind} key {sorted(keys)[0]} "
-                    f"(and {len(keys) - 1} more); check model.model_name_or_path and model.adapter"
-                )
 
     def save_adapter(self, directory: str | Path) -> Path:
         """Export the adapter (and trained heads) in PEFT format, atomically.
