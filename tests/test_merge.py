@@ -19,11 +19,18 @@ from lit_lora.merge import merge
 W1, W2 = 0.7, -0.3  # a negative weight too: PEFT's linear puts its sign on A only
 
 
-def make_adapter(base: Path, out: Path, seed: int, r: int = 4, alpha: int = 8, targets=("q_proj", "v_proj")):
+def make_adapter(
+    base: Path, out: Path, seed: int, r: int = 4, alpha: int = 8, targets=("q_proj", "v_proj"), **kwargs
+) -> Path:
     model = AutoModelForCausalLM.from_pretrained(base)
     torch.manual_seed(seed)  # init_lora_weights=False: random A and B, so B·A is not zero
     config = LoraConfig(
-        r=r, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=False, task_type="CAUSAL_LM"
+        r=r,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+        **kwargs,
     )
     get_peft_model(model, config).save_pretrained(out)
     return out
@@ -117,6 +124,19 @@ def test_merged_adapter_loads_in_peft_and_lit_lora(adapters, tiny_llama, tmp_pat
     with torch.no_grad():
         logits = module.peft_model(input_ids=ids).logits
         torch.testing.assert_close(logits, peft_model.eval()(input_ids=ids).logits)
+
+
+def test_cat_of_rslora_adapters_loads_with_scaling_one(adapters, tiny_llama, tmp_path):
+    # PEFT's merged config keeps use_rslora with lora_alpha = r: it would load scaled by sqrt(r).
+    sources = [make_adapter(tiny_llama, tmp_path / f"rs{i}", seed=i, use_rslora=True) for i in (1, 2)]
+    out = merge(sources, "cat", [W1, W2], tmp_path / "cat_rs")
+    layers = [
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), path)
+        .base_model.model.model.layers[1]
+        .self_attn.v_proj.get_delta_weight("default")
+        for path in (*sources, out)
+    ]
+    torch.testing.assert_close(layers[2], W1 * layers[0] + W2 * layers[1])
 
 
 def test_average_ab_averages_a_and_b_separately(adapters, tmp_path):
