@@ -101,13 +101,17 @@ def describe_model(name_or_path: str) -> str | None:
 
 def convert_gguf(gguf_path: Path, target: Path, description: str) -> Path:
     """Dequantise a GGUF checkpoint and save it, with its tokenizer, as one complete folder or none."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     start = time.perf_counter()
     log.info("Converting %s to %s (once; about 30 s)", gguf_path.name, target)
     kwargs = {"gguf_file": gguf_path.name}
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kwargs)
+    # The first resolve may come from inside a meta-device context (a weightless skeleton built to
+    # read layer names): the real weights must still land on the CPU.
+    with torch.device("cpu"):
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kwargs)
     # transformers refuses to save a model it still marks as GGUF-quantised; the weights are
     # already plain fp32 tensors, so dropping the marks saves exactly what was loaded.
     model.hf_quantizer = None
