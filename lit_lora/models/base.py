@@ -27,6 +27,7 @@ from lit_lora.models._build import (
     wrap_with_adapter,
 )
 from lit_lora.models._checkpoint import check_checkpoint_keys, restore_rng_states, rng_states
+from lit_lora.models._packaged import describe_model
 from lit_lora.models._resume import resume_train_loader_position
 from lit_lora.models._zero import ZeroGradients, gathered_adapter
 
@@ -294,6 +295,8 @@ class PeftModule(L.LightningModule):
         config = self.peft_model.peft_config["default"]
         info: dict[str, Any] = {
             "model": self.model_name_or_path,
+            # Weights that differ from the hub release say so (the packaged SmolLM2 is dequantised Q4_1).
+            "model_weights": describe_model(self.model_name_or_path),
             "method": config.peft_type.value.lower(),
             "quantization": self.quantization.mode,
             "double_quant": self.quantization.double_quant if self.quantization.enabled else None,
