@@ -1,4 +1,4 @@
-"""``python -m lit_lora``: ``sweep``, ``report``, ``merge`` are lit_lora's own; the rest is LightningCLI."""
+"""``python -m lit_lora``: sweep, report, merge and matrix are our own; the rest is LightningCLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import sys
 
 from lit_lora.errors import LitLoraError
 
-OWN_COMMANDS = {"sweep": "lit_lora.sweep", "report": "lit_lora.report", "merge": "lit_lora.merge"}
+OWN_COMMANDS = {
+    "sweep": "lit_lora.sweep",
+    "report": "lit_lora.report",
+    "merge": "lit_lora.merge",
+    "matrix": "lit_lora.matrix",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if args in (["-h"], ["--help"]):
             print("\nlit_lora's own commands: sweep (W&B sweep files, offline), report (tables and plots),")
-            print("merge (LoRA adapters into one); see python -m lit_lora sweep|report|merge --help")
+            print("merge (LoRA adapters into one), matrix (every model on every task's test split);")
+            print("see python -m lit_lora sweep|report|merge|matrix --help")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""``python -m lit_lora matrix SPEC.yaml --out DIR``: every model on every task, through ``lit_lora test``.
+
+Each cell (model, task) is one ``python -m lit_lora test`` process writing under
+``DIR/cells/<model>/<task>/`` (its ``results.json`` and ``cell.log``). A cell whose ``results.json`` says
+``stage: test, status: completed`` is finished and skipped on a re-run; a failed cell is retried. A
+failed cell never stops the matrix: it shows as ``failed`` and the exit status is 1.
+
+Outputs: ``DIR/matrix.csv`` (scores, then each merge's ``share:<task>``), ``DIR/matrix.md`` (the same
+as tables) and ``DIR/matrix.png`` (a heatmap, colour scaled per task).
+
+Spec (YAML; relative paths are taken from the current directory, like ``--config``)::
+
+    base: HuggingFaceTB/SmolLM2-135M-Instruct       # --model.model_name_or_path of every cell
+    tasks:
+      - name: agnews                                 # a column
+        config: configs/agnews_smollm2.yaml          # the lit_lora config the test runs with
+        metric: test/acc                             # the key read from results.json's metrics
+        args: --data.max_eval_samples 500            # optional extra CLI args (string or list)
+    models:
+      - {name: base, adapter: null}                  # the base model alone
+      - {name: LoRA_AGNews, adapter: runs/.../adapter, own_task: agnews}
+      - {name: ties, adapter: runs/.../ties, merge: true}   # reported as a share of each own adapter
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lit_lora._io import atomic_write_json
+from lit_lora._matrix_spec import Model, Spec, Task, cell_command, load_spec
+from lit_lora._matrix_tables import Cell, Cells, write_all
+
+LOG = "cell.log"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def finished_record(cell_dir: Path) -> dict[str, Any] | None:
+    """The newest completed test record below ``cell_dir`` (a retry after a failure is a new version)."""
+    records = [(p.stat().st_mtime, _load(p)) for p in cell_dir.rglob("results.json")]
+    done = [(t, r) for t, r in records if r.get("stage") == "test" and r.get("status") == "completed"]
+    return max(done, key=lambda pair: pair[0])[1] if done else None
+
+
+def _read(record: dict[str, Any], task: Task) -> Cell:
+    value = record.get("metrics", {}).get(task.metric)
+    if not isinstance(value, int | float):
+        found = ", ".join(sorted(record.get("metrics", {}))) or "none"
+        return Cell("failed", reason=f"metric {task.metric} not in results.json (found: {found})")
+    return Cell("completed", float(value))
+
+
+def _launch(command: list[str], log: Path) -> int:
+    """One test process; its output goes to the cell's log. Tests patch this to count launches."""
+    with log.open("w") as handle:
+        try:
+            return subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+        except OSError as err:
+            handle.write(f"cannot start {command[0]}: {err}\n")
+            return 127
+
+
+def _reason(log: Path, code: int) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]  # the CLI's one-line error, if any
+    last = (errors or lines or [""])[-1]
+    return f"exit {code}: {last[:300]}"
+
+
+def run_cell(spec: Spec, model: Model, task: Task, out: Path) -> tuple[Cell, bool]:
+    """The cell's score and whether a process ran for it."""
+    cell_dir = out / "cells" / model.name / task.name
+    record = finished_record(cell_dir)
+    if record is not None:
+        return _read(record, task), False
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    log = cell_dir / LOG
+    code = _launch(cell_command(spec, model, task, cell_dir, sys.executable), log)
+    record = finished_record(cell_dir)
+    if code != 0 or record is None:
+        return Cell("failed", reason=_reason(log, code)), True
+    return _read(record, task), True
+
+
+def run_matrix(spec: Spec, out: Path, jobs: int = 1) -> Cells:
+    pairs = [(m, t) for m in spec.models for t in spec.tasks]
+
+    def one(pair: tuple[Model, Task]) -> Cell:
+        model, task = pair
+        cell, ran = run_cell(spec, model, task, out)
+        verb = ("ran" if ran else "skipped, finished earlier") if cell.status == "completed" else "FAILED"
+        detail = f"{task.metric}={cell.value:.4f}" if cell.value is not None else cell.reason
+        print(f"lit_lora matrix: {model.name} / {task.name}: {verb} ({detail})", flush=True)
+        return cell
+
+    # Threads only wait on child processes; each cell is its own process either way.
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return {(m.name, t.name): cell for (m, t), cell in zip(pairs, pool.map(one, pairs), strict=True)}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="lit_lora matrix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("spec", type=Path, help="the matrix spec YAML")
+    parser.add_argument("--out", type=Path, required=True, help="where cells/, matrix.csv/.md/.png go")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
+    args = parser.parse_args(argv)
+    spec = load_spec(args.spec)
+    cells = run_matrix(spec, args.out, args.jobs)
+    written = write_all(spec, cells, args.out)
+    summary = {f"{m}/{t}": vars(c) for (m, t), c in cells.items()}
+    atomic_write_json(args.out / "matrix_cells.json", {"spec": str(args.spec), "cells": summary})
+    failed = sum(c.status != "completed" for c in cells.values())
+    done = f"{len(cells) - failed}/{len(cells)} cells completed"
+    print(f"lit_lora matrix: {done} -> {args.out}/{{{','.join(written)}}}")
+    if failed:
+        raise SystemExit(1)
