@@ -1,4 +1,4 @@
-"""Split-level language-model metrics: token NLL sums (loss, perplexity) and numeric exact match."""
+"""Split-level language-model metrics: token NLL sums (loss, perplexity), exact match, choice accuracy."""
 
 from __future__ import annotations
 
@@ -64,6 +64,57 @@ class NumericExactMatch(Metric):
             is_correct(g, r) for g, r in zip(generations, references, strict=True)
         )
         self.total = self.total + len(references)
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total.clamp(min=1)
+
+
+def label_matches(generation: str, reference: str) -> bool:
+    """Whether a generated reply names the gold label: its first line, or that line's first word, equals it.
+
+    Case-folded and stripped, trailing full stops and the like dropped, so that "Sports." and "sports\\n..."
+    both count; a reply that merely mentions the label later does not.
+    """
+    lines = [line for line in generation.strip().splitlines() if line.strip()]
+    if not lines:
+        return False
+    line, gold = lines[0].strip().rstrip(".!,;:").casefold(), reference.strip().casefold()
+    return line == gold or line.split()[0].rstrip(".!,;:") == gold
+
+
+class LabelExactMatch(Metric):
+    """Fraction of generations that name the gold label word (:func:`label_matches`)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, generations: Sequence[str], references: Sequence[str]) -> None:
+        self.correct = self.correct + sum(
+            label_matches(g, r) for g, r in zip(generations, references, strict=True)
+        )
+        self.total = self.total + len(references)
+
+    def compute(self) -> torch.Tensor:
+        return self.correct.float() / self.total.clamp(min=1)
+
+
+class ChoiceAccuracy(Metric):
+    """Fraction of rows whose highest-scoring choice is the gold one; counts summed over ranks."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        self.correct = self.correct + (scores.argmax(dim=-1) == labels).sum().detach()
+        self.total = self.total + labels.numel()
 
     def compute(self) -> torch.Tensor:
         return self.correct.float() / self.total.clamp(min=1)

@@ -1,4 +1,4 @@
-"""Causal language modelling (WikiText-2, GSM8K, chat SFT) with a PEFT adapter on a decoder."""
+"""Causal language modelling (WikiText-2, GSM8K, chat SFT, label generation) with a PEFT adapter."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import extract_answer, is_correct
 from lit_lora.models._build import load_config, resolve_model_path
-from lit_lora.models._lm_metrics import NumericExactMatch, TokenNLL, token_nll
+from lit_lora.models._choice_scores import choice_scores
+from lit_lora.models._lm_metrics import (
+    ChoiceAccuracy,
+    LabelExactMatch,
+    NumericExactMatch,
+    TokenNLL,
+    label_matches,
+    token_nll,
+)
 from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
 
@@ -47,7 +55,10 @@ class CausalLM(PeftModule):
     padding). Validation and test log ``loss`` (mean NLL per predicted token) and ``ppl`` (its exp), both
     over the whole split. Batches that also carry left-padded ``prompt_input_ids`` /
     ``prompt_attention_mask`` and ``reference`` answers are answered by greedy generation and scored
-    into ``exact_match`` (numeric, GSM8K rules). ``predict`` generates from the prompts.
+    into ``exact_match`` (numeric, GSM8K rules). Batches that carry ``label_choices`` (token ids of each
+    label word as the reply) and the gold ``label`` index are classification as generation: ``acc`` takes
+    the label word of highest summed log-likelihood after the prompt, and ``exact_match`` compares the
+    generated reply's first line or word to the gold label word. ``predict`` generates from the prompts.
     """
 
     auto_model_class = AutoModelForCausalLM
@@ -83,6 +94,8 @@ class CausalLM(PeftModule):
     def _on_model_built(self) -> None:
         self.val_nll, self.test_nll = TokenNLL(), TokenNLL()
         self.val_exact_match, self.test_exact_match = NumericExactMatch(), NumericExactMatch()
+        self.val_label_match, self.test_label_match = LabelExactMatch(), LabelExactMatch()
+        self.val_acc, self.test_acc = ChoiceAccuracy(), ChoiceAccuracy()
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -142,9 +155,22 @@ class CausalLM(PeftModule):
     def _eval_step(self, batch: Batch, stage: str) -> None:
         nll, tokens = token_nll(self(batch).logits, batch["labels"])
         getattr(self, f"{stage}_nll").update(nll, tokens)
+        choices = batch.get("label_choices")
+        if choices is not None:
+            scores = choice_scores(
+                self.peft_model,
+                batch["prompt_input_ids"],
+                batch["prompt_attention_mask"],
+                choices,
+                self._pad_id,
+            )
+            getattr(self, f"{stage}_acc").update(scores, batch["label"])
         if self.generate_in_eval and "reference" in batch:
-            generations = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"])
-            getattr(self, f"{stage}_exact_match").update(generations, batch["reference"])
+            # A label word needs a few tokens, not a worked answer's budget: stop one past the longest.
+            limit = None if choices is None else max(len(c) for row in choices for c in row) + 1
+            generations = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"], limit)
+            metric = "exact_match" if choices is None else "label_match"
+            getattr(self, f"{stage}_{metric}").update(generations, batch["reference"])
 
     def _eval_epoch_end(self, stage: str) -> None:
         token_nll_metric, exact_match = getattr(self, f"{stage}_nll"), getattr(self, f"{stage}_exact_match")
@@ -152,32 +178,44 @@ class CausalLM(PeftModule):
         self.log(f"{stage}/loss", mean_nll)
         self.log(f"{stage}/ppl", mean_nll.exp(), prog_bar=True)
         token_nll_metric.reset()
-        # Only data with references (GSM8K) is scored; every rank takes part in the sum, so none waits.
-        scored = self.trainer.strategy.reduce(exact_match.total.float(), reduce_op="sum")
-        if scored > 0:
-            self.log(f"{stage}/exact_match", exact_match.compute(), prog_bar=True)
-        exact_match.reset()
+        # Only data with references (GSM8K, labels) is scored; every rank takes part in each sum, so
+        # none waits. A split holds one kind of reference, so at most one exact-match metric has rows.
+        label_match, accuracy = getattr(self, f"{stage}_label_match"), getattr(self, f"{stage}_acc")
+        for key, metric in (("exact_match", exact_match), ("exact_match", label_match), ("acc", accuracy)):
+            scored = self.trainer.strategy.reduce(metric.total.float(), reduce_op="sum")
+            if scored > 0:
+                self.log(f"{stage}/{key}", metric.compute(), prog_bar=True)
+            metric.reset()
 
     # ---- generation -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[str]:
-        """Greedy continuations of left-padded prompts, decoded without special tokens."""
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int | None = None
+    ) -> list[str]:
+        """Greedy continuations of left-padded prompts, decoded without special tokens.
+
+        ``max_new_tokens`` lowers ``self.max_new_tokens`` for this call (never raises it).
+        """
         tokenizer = self.tokenizer
         generation_config = self.peft_model.generation_config
         stop = generation_config.eos_token_id
         stop = {*(stop if isinstance(stop, list) else [stop]), tokenizer.eos_token_id} - {None}
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         output = self.peft_model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=min(self.max_new_tokens, max_new_tokens or self.max_new_tokens),
             do_sample=False,
             eos_token_id=sorted(stop),
-            pad_token_id=pad,
+            pad_token_id=self._pad_id,
             use_cache=True,  # gradient checkpointing turns the cache off for training only
         )
         return tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
+
+    @property
+    def _pad_id(self) -> int:
+        tokenizer = self.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         key = "prompt_input_ids" if "prompt_input_ids" in batch else "input_ids"
@@ -186,6 +224,9 @@ class CausalLM(PeftModule):
         prompts = batch.get("prompt") or self.tokenizer.batch_decode(batch[key], skip_special_tokens=True)
         rows = [{"prompt": p, "generation": g} for p, g in zip(prompts, generations, strict=True)]
         for row, reference in zip(rows, batch.get("reference") or [], strict=False):
+            if "label_choices" in batch:
+                row.update(reference=reference, correct=label_matches(row["generation"], reference))
+                continue
             correct = is_correct(row["generation"], reference)
             row.update(answer=extract_answer(row["generation"]), reference=reference, correct=correct)
         return rows
