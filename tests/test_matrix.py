@@ -1,0 +1,211 @@
+"""``lit_lora matrix``: real ``lit_lora test`` cells, finished ones skipped, failures recorded, bad specs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_lora import matrix
+from lit_lora.__main__ import main
+from lit_lora._matrix_spec import cell_command, load_spec, parse_spec
+from lit_lora._matrix_tables import Cell, to_csv, to_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K = str(REPO / "configs" / "gsm8k_gpt2.yaml")
+
+
+def _adapter(base: Path, directory: Path, seed: int) -> Path:
+    """A rank-2 LoRA with non-zero B (so that each adapter changes the scores differently)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), config).save_pretrained(directory)
+    return directory
+
+
+def _spec(path: Path, base: Path, data: Path, models: list[dict], n_tasks: int = 2) -> Path:
+    args = ["--data.data_dir", str(data), "--data.max_eval_samples", "3", "--model.generate_in_eval", "false"]
+    tasks = [
+        {"name": "loss", "config": GSM8K, "metric": "test/loss", "args": args},
+        {"name": "ppl", "config": GSM8K, "metric": "test/ppl", "args": args},
+    ]
+    path.write_text(yaml.safe_dump({"base": str(base), "tasks": tasks[:n_tasks], "models": models}))
+    return path
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "matrix.csv").open() as handle:
+        return {row["model"]: row for row in csv.DictReader(handle)}
+
+
+def _result(out: Path, model: str, task: str) -> Path:
+    (path,) = (out / "cells" / model / task).rglob("results.json")
+    return path
+
+
+def test_matrix_runs_cells_skips_finished_and_records_failures(
+    tiny_llama: Path, gsm8k_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lora = _adapter(tiny_llama, tmp_path / "lora", seed=1)
+    merged = _adapter(tiny_llama, tmp_path / "merged", seed=2)
+    models = [
+        {"name": "lora", "adapter": str(lora), "own_task": "loss"},
+        {"name": "merged", "adapter": str(merged), "merge": True},
+    ]
+    spec, out = _spec(tmp_path / "spec.yaml", tiny_llama, gsm8k_dir, models), tmp_path / "out"
+    launches: list[list[str]] = []
+    real_launch = matrix._launch
+
+    def counting(command: list[str], log: Path) -> int:
+        launches.append(command)
+        return real_launch(command, log)
+
+    monkeypatch.setattr(matrix, "_launch", counting)
+    main(["matrix", str(spec), "--out", str(out), "--jobs", "2"])
+
+    assert len(launches) == 4 and all(
+        c[c.index("-m") + 1 : c.index("-m") + 3] == ["lit_lora", "test"] for c in launches
+    )
+    rows = _rows(out)
+    assert list(rows) == ["lora", "merged"]
+    assert list(rows["lora"]) == ["model", "kind", "own_task", "loss", "ppl", "share:loss", "share:ppl"]
+    scores = {}
+    for model in rows:
+        for task, key in (("loss", "test/loss"), ("ppl", "test/ppl")):
+            record = json.loads(_result(out, model, task).read_text())
+            assert record["status"] == "completed" and record["stage"] == "test"
+            scores[model, task] = record["metrics"][key]
+            assert float(rows[model][task]) == pytest.approx(scores[model, task], abs=1e-4)
+    assert scores["lora", "loss"] != scores["merged", "loss"]  # the two adapters really were loaded
+    # Share of the task's own adapter: merged / lora on "loss"; "ppl" has no own adapter, so blank.
+    expected = scores["merged", "loss"] / scores["lora", "loss"]
+    assert float(rows["merged"]["share:loss"]) == pytest.approx(expected, abs=1e-4)
+    assert rows["merged"]["share:ppl"] == "" and rows["lora"]["share:loss"] == ""
+    assert "## Merges as a share" in (out / "matrix.md").read_text()
+    assert (out / "matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Second run, one task, a broken adapter added: the finished cells are skipped, untouched.
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("results.json")}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{not json")
+    _spec(spec, tiny_llama, gsm8k_dir, [*models, {"name": "broken", "adapter": str(broken)}], n_tasks=1)
+    launches.clear()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["matrix", str(spec), "--out", str(out), "--jobs", "2"])
+    assert exit_info.value.code == 1
+    assert [c[c.index("--model.adapter_path") + 1] for c in launches] == [str(broken)]
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("results.json")} == mtimes
+    rows = _rows(out)
+    assert rows["broken"]["loss"] == "failed" and "ppl" not in rows["broken"]
+    assert float(rows["lora"]["loss"]) == pytest.approx(scores["lora", "loss"], abs=1e-4)
+    assert "broken / loss: exit" in (out / "matrix.md").read_text()
+
+    # Third run of the first spec: all four cells finished earlier, nothing runs, exit status 0.
+    _spec(spec, tiny_llama, gsm8k_dir, models)
+    launches.clear()
+    main(["matrix", str(spec), "--out", str(out)])
+    assert launches == []
+
+
+def test_share_table_and_failed_cells() -> None:
+    spec = parse_spec(
+        {
+            "base": "b",
+            "tasks": [{"name": t, "config": "c.yaml", "metric": "test/acc"} for t in ("x", "y")],
+            "models": [
+                {"name": "base", "adapter": None},
+                {"name": "ax", "adapter": "a", "own_task": "x"},
+                {"name": "ay", "adapter": "a", "own_task": "y"},
+                {"name": "ties", "adapter": "m", "merge": True},
+            ],
+        },
+        check_files=False,
+    )
+    cells = {
+        ("base", "x"): Cell("completed", 0.25),
+        ("base", "y"): Cell("completed", 0.1),
+        ("ax", "x"): Cell("completed", 0.8),
+        ("ax", "y"): Cell("completed", 0.2),
+        ("ay", "x"): Cell("completed", 0.3),
+        ("ay", "y"): Cell("failed", reason="exit 1: boom"),
+        ("ties", "x"): Cell("completed", 0.6),
+        ("ties", "y"): Cell("completed", 0.4),
+    }
+    rows = list(csv.DictReader(to_csv(spec, cells).splitlines()))
+    assert [r["model"] for r in rows] == ["base", "ax", "ay", "ties"]
+    assert [r["kind"] for r in rows] == ["base", "adapter", "adapter", "merge"]
+    assert rows[3]["share:x"] == "0.7500"  # 0.6 / 0.8 (ax is x's own adapter)
+    assert rows[3]["share:y"] == ""  # y's own adapter failed: no share
+    assert rows[2]["y"] == "failed" and rows[0]["share:x"] == ""
+    text = to_markdown(spec, cells)
+    assert "| ties | 0.7500 |  |" in text and "x / ax" in text and "ay / y: exit 1: boom" in text
+    base_cmd = cell_command(spec, spec.models[0], spec.tasks[0], Path("d"), "python")
+    assert "--model.adapter_path" not in base_cmd and base_cmd[-2:] == ["--trainer.default_root_dir", "d"]
+
+
+def test_example_spec_structure() -> None:
+    spec = load_spec(REPO / "configs" / "matrix" / "loracombench_smollm2.yaml", check_files=False)
+    assert [(t.name, t.metric) for t in spec.tasks] == [("agnews", "test/acc"), ("gsm8k", "test/exact_match")]
+    assert [m.name for m in spec.models] == [
+        "base", "LoRA_AGNews", "LoRA_GSM8K", "average_ab", "linear", "ties", "dare_ties",
+    ]  # fmt: skip
+    assert spec.own_adapter("agnews").name == "LoRA_AGNews" and spec.own_adapter("gsm8k").name == "LoRA_GSM8K"
+    assert [m.name for m in spec.models if m.merge] == ["average_ab", "linear", "ties", "dare_ties"]
+
+
+GOOD_TASK = {"name": "t", "config": GSM8K, "metric": "test/loss"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"base": "b", "tasks": [GOOD_TASK], "models": [{"name": "m", "adapter": None}], "x": 1},
+            "unknown key",
+        ),
+        (
+            {
+                "base": "b",
+                "tasks": [{**GOOD_TASK, "metrc": "a/b"}],
+                "models": [{"name": "m", "adapter": None}],
+            },
+            "unknown key",
+        ),
+        ({"base": "b", "tasks": [{**GOOD_TASK, "config": "nope.yaml"}], "models": [{}]}, "no such file"),
+        (
+            {"base": "b", "tasks": [GOOD_TASK], "models": [{"name": "m", "adapter": "/no/such"}]},
+            "no such folder",
+        ),
+        (
+            {"base": "b", "tasks": [GOOD_TASK, GOOD_TASK], "models": [{"name": "m", "adapter": None}]},
+            "duplicate",
+        ),
+        (
+            {"base": "b", "tasks": [GOOD_TASK], "models": [{"name": "m", "adapter": None}] * 2},
+            "duplicate",
+        ),
+        (
+            {"base": "b", "tasks": [GOOD_TASK], "models": [{"name": "m", "adapter": ".", "own_task": "z"}]},
+            "not a task",
+        ),
+    ],
+)
+def test_spec_errors_are_one_line(
+    raw: dict, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["matrix", str(spec), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lit_lora: error: ") and "\n" not in err and message in err
+    assert not (tmp_path / "out").exists()
