@@ -84,6 +84,9 @@ class CausalLM(PeftModule):
     def _trained_heads(self, config: Any) -> list[str]:
         return []
 
+    def setup(self, stage: str) -> None:
+        refuse_generation_under_zero3(self.trainer, stage, self.generate_in_eval)
+
     def configure_model(self) -> None:
         if self.model is None and self.adapter_path is None and self.adapter.target_modules is None:
             # PEFT's decoder default adapts q and v only; the seed adapts every projection.
@@ -230,3 +233,21 @@ class CausalLM(PeftModule):
             correct = is_correct(row["generation"], reference)
             row.update(answer=extract_answer(row["generation"]), reference=reference, correct=correct)
         return rows
+
+
+def refuse_generation_under_zero3(trainer: Any, stage: str, generate_in_eval: bool) -> None:
+    """Greedy generation under ZeRO-3 on several ranks would hang: ranks stop after different numbers
+    of tokens, while every ZeRO-3 forward gathers weights from all of them. Say so before any step."""
+    if not (getattr(trainer.strategy, "zero_stage_3", False) and trainer.world_size > 1):
+        return
+    datamodule = getattr(trainer, "datamodule", None)
+    splits = getattr(datamodule, "splits", {}) or {}
+    generates = stage == "predict" or (
+        generate_in_eval and any("reference" in split.column_names for split in splits.values())
+    )
+    if generates:
+        raise LitLoraError(
+            "greedy generation (predict, or evaluation with model.generate_in_eval=true) is not supported "
+            "under DeepSpeed ZeRO-3 on several devices; set model.generate_in_eval=false, or evaluate "
+            "and predict with --config configs/extras/deepspeed_zero2.yaml or one device"
+        )
