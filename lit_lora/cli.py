@@ -38,7 +38,9 @@ class _Parser(LightningArgumentParser):
 
 
 class LitLoraCLI(LightningCLI):
-    """Links the tokenizer to the model and hands the parsed config to the results record."""
+    """Links the tokenizer to the model, hands the parsed config to the results record, checks the
+    devices and the output folder before any work, and leaves no run folder for a run that failed
+    before its first step."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer_name")
