@@ -25,7 +25,6 @@ Spec (YAML; relative paths are taken from the current directory, like ``--config
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -33,24 +32,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import atomic_write_json
+from lit_lora._io import atomic_write_json, read_json_object
 from lit_lora._matrix_spec import Model, Spec, Task, cell_command, load_spec
 from lit_lora._matrix_tables import Cell, Cells, write_all
 
 LOG = "cell.log"
 
 
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def finished_record(cell_dir: Path) -> dict[str, Any] | None:
     """The newest completed test record below ``cell_dir`` (a retry after a failure is a new version)."""
-    records = [(p.stat().st_mtime, _load(p)) for p in cell_dir.rglob("results.json")]
+    records = [(p.stat().st_mtime, read_json_object(p)) for p in cell_dir.rglob("results.json")]
     done = [(t, r) for t, r in records if r.get("stage") == "test" and r.get("status") == "completed"]
     return max(done, key=lambda pair: pair[0])[1] if done else None
 

@@ -13,7 +13,6 @@ state file is rebuilt from the markers under a lock, so no process drops another
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shlex
@@ -26,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import atomic_write_json
+from lit_lora._io import atomic_write_json, read_json_object
 from lit_lora._locks import is_claimed, locked, release, try_claim
 from lit_lora.errors import LitLoraError
 from lit_lora.sweep_spec import Sweep, build_command, expand, load_sweep, run_name, sample
@@ -105,19 +104,11 @@ def validate_keys(sweep: Sweep, extra: Sequence[str] = ()) -> None:
                 check([*context, f"--{name}={value}", *extra], f"parameter {name}={value}")
 
 
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def is_completed(run_dir: Path) -> bool:
     """Its marker says completed, or a ``results.json`` of a finished fit lies below it."""
-    if _load(run_dir / MARKER).get("status") == "completed":
+    if read_json_object(run_dir / MARKER).get("status") == "completed":
         return True
-    return any(_load(p).get("stage") == "fit" for p in run_dir.rglob("results.json"))
+    return any(read_json_object(p).get("stage") == "fit" for p in run_dir.rglob("results.json"))
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -179,7 +170,7 @@ def run_sweep(
 
 
 def _skip_reason(run_dir: Path, entry: dict[str, Any], started: float) -> str | None:
-    marker = _load(run_dir / MARKER)
+    marker = read_json_object(run_dir / MARKER)
     if is_completed(run_dir):
         if marker.get("status") != "completed":  # a fit record without a marker: the state shows it
             atomic_write_json(run_dir / MARKER, {**entry, "status": "completed", "note": "fit record found"})
@@ -194,7 +185,7 @@ def write_state(sweep: Sweep, out: Path) -> Path:
     with locked(out / STATE_LOCK):
         runs = {}
         for path in sorted(out.glob(f"*/{MARKER}")):
-            entry = _load(path)
+            entry = read_json_object(path)
             if entry.get("status") == "running" and not is_claimed(path.parent / LOCK):
                 entry["status"] = "interrupted"  # its claimer died without writing the outcome
             runs[path.parent.name] = entry

@@ -49,8 +49,8 @@ class TokenNLL(Metric):
         return self.nll / self.tokens.clamp(min=1)
 
 
-class NumericExactMatch(Metric):
-    """Fraction of generations whose extracted number equals the reference's (GSM8K rules)."""
+class _GenerationMatch(Metric):
+    """Fraction of generations that ``matches`` their reference; counts summed over ranks."""
 
     full_state_update = False
 
@@ -59,14 +59,23 @@ class NumericExactMatch(Metric):
         self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
 
+    @staticmethod
+    def matches(generation: str, reference: str) -> bool:
+        raise NotImplementedError
+
     def update(self, generations: Sequence[str], references: Sequence[str]) -> None:
-        self.correct = self.correct + sum(
-            is_correct(g, r) for g, r in zip(generations, references, strict=True)
-        )
+        pairs = zip(generations, references, strict=True)
+        self.correct = self.correct + sum(self.matches(g, r) for g, r in pairs)
         self.total = self.total + len(references)
 
     def compute(self) -> torch.Tensor:
         return self.correct.float() / self.total.clamp(min=1)
+
+
+class NumericExactMatch(_GenerationMatch):
+    """Fraction of generations whose extracted number equals the reference's (GSM8K rules)."""
+
+    matches = staticmethod(is_correct)
 
 
 def label_matches(generation: str, reference: str) -> bool:
@@ -82,24 +91,10 @@ def label_matches(generation: str, reference: str) -> bool:
     return line == gold or line.split()[0].rstrip(".!,;:") == gold
 
 
-class LabelExactMatch(Metric):
+class LabelExactMatch(_GenerationMatch):
     """Fraction of generations that name the gold label word (:func:`label_matches`)."""
 
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
-
-    def update(self, generations: Sequence[str], references: Sequence[str]) -> None:
-        self.correct = self.correct + sum(
-            label_matches(g, r) for g, r in zip(generations, references, strict=True)
-        )
-        self.total = self.total + len(references)
-
-    def compute(self) -> torch.Tensor:
-        return self.correct.float() / self.total.clamp(min=1)
+    matches = staticmethod(label_matches)
 
 
 class ChoiceAccuracy(Metric):
