@@ -133,7 +133,8 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
 def approach(record: dict[str, Any]) -> str:
     """``LoRA, r=8``, ``QLoRA (nf4), r=8``, ``AdaLoRA, r 12→8, bf16-mixed``, ``LoRA, r=6/10`` (pattern)."""
     method, quant = record.get("method"), record.get("quantization") or "none"
-    name = {"lora": "LoRA", "adalora": "AdaLoRA"}.get(str(method), str(method))
+    # Records before method labels were written name LoRA and AdaLoRA only.
+    name = record.get("method_label") or {"lora": "LoRA", "adalora": "AdaLoRA"}.get(str(method), str(method))
     if quant in ("nf4", "fp4") and name == "LoRA":
         name = f"QLoRA ({quant})"
     elif quant != "none":

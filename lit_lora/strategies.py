@@ -145,11 +145,10 @@ class LitLoraDeepSpeed(DeepSpeedStrategy):
     def check_supported(self, module: L.LightningModule | None) -> None:
         """One line naming the combination when the module cannot train under this strategy."""
         stage = self.zero_stage
-        if stage == 3 and getattr(getattr(module, "adapter", None), "method", None) == "adalora":
-            # PEFT's AdaLoRA reads its partitioned matrices outside any module's forward, where ZeRO-3
-            # never gathers them (PEFT relies on transformers' own DeepSpeed integration for that).
+        adapter = getattr(module, "adapter", None)
+        if stage == 3 and not getattr(adapter, "supports_zero3", True):
             raise LitLoraError(
-                "model.adapter=AdaLoraSpec with DeepSpeed ZeRO-3 is not supported; use ZeRO-2: "
+                f"model.adapter={type(adapter).__name__} with DeepSpeed ZeRO-3 is not supported; use ZeRO-2: "
                 "--config configs/extras/deepspeed_zero2.yaml"
             )
         quantization = getattr(module, "quantization", None)

@@ -7,12 +7,13 @@ from typing import Any
 
 import lightning as L
 
-from lit_lora.adapters import AdapterSpec, LoraSpec, Quantization
+from lit_lora.adapters import LoraSpec, Quantization
 from lit_lora.data import SST2DataModule
+from lit_lora.methods import PeftMethod
 from lit_lora.models import SequenceClassifier
 
 
-def classifier(model: Path, adapter: AdapterSpec | None = None, **kwargs: Any) -> SequenceClassifier:
+def classifier(model: Path, adapter: PeftMethod | None = None, **kwargs: Any) -> SequenceClassifier:
     kwargs.setdefault("learning_rate", 1e-2)
     kwargs.setdefault("warmup_ratio", 0.0)
     return SequenceClassifier(str(model), adapter=adapter or LoraSpec(r=4, alpha=8, dropout=0.0), **kwargs)

@@ -238,7 +238,7 @@ def test_adalora_schedule_follows_the_fit_even_when_the_model_was_built_before(
 def test_adalora_allocator_skips_and_counts_steps_with_non_finite_gradients(tiny_bert):
     module = classifier(tiny_bert, AdaLoraSpec(init_r=6, target_r=3, tinit=1, tfinal=1), num_labels=2)
     allocator = module.peft_model.base_model.rankallocator  # builds the model
-    allocation = module.rank_allocation
+    allocation = module.method_hooks
     allocation.reschedule(10)
     lora = [p for n, p in module.peft_model.named_parameters() if ".lora_" in n]
     for p in lora:

@@ -12,8 +12,9 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from lit_lora.adapters import AdapterSpec, Quantization
+from lit_lora.adapters import Quantization
 from lit_lora.errors import LitLoraError
+from lit_lora.methods import ADAPTER, PeftMethod, method_of
 from lit_lora.models._packaged import packaged_model_path
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def keep_4bit_weights_trainable_layout(model: torch.nn.Module) -> None:
 
 def wrap_with_adapter(
     base: PreTrainedModel,
-    adapter: AdapterSpec,
+    adapter: PeftMethod,
     task_type: TaskType,
     modules_to_save: list[str],
     total_steps: int | None,
@@ -112,11 +113,7 @@ def wrap_with_adapter(
         if not (Path(adapter_path) / "adapter_config.json").is_file():
             raise LitLoraError(f"model.adapter_path={adapter_path}: no adapter_config.json there")
         model = _load_adapter(base, adapter_path)
-        is_adalora = model.peft_config["default"].peft_type.value == "ADALORA"
-        if is_adalora and not hasattr(model.base_model, "trainable_adapter_name"):
-            # PEFT's AdaLoRA forward reads it whenever labels produce a loss but sets it only for a
-            # trainable adapter: without it a saved AdaLoRA adapter cannot be scored.
-            model.base_model.trainable_adapter_name = "default"
+        method_of(model.peft_config[ADAPTER]).prepare_loaded(model)
         return model
     config = adapter.to_peft_config(task_type, modules_to_save, total_steps)
     try:

@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from peft import PeftModel
 
+from lit_lora.methods.base import ADAPTER
+
 
 def is_partitioned(param: torch.Tensor) -> bool:
     """A parameter that ZeRO-3 split across ranks (DeepSpeed tags it with a ``ds_id``)."""
@@ -20,8 +22,9 @@ def is_partitioned(param: torch.Tensor) -> bool:
 def gathered_adapter(model: PeftModel) -> Iterator[None]:
     """Inside the block the adapter and trained heads are whole on every rank (changes are discarded on
     exit); a no-op unless ZeRO-3 partitioned them. Every rank must enter: the gather is a collective."""
-    # Trainable ones, and the frozen ones PEFT saves too: a loaded adapter's weights, AdaLoRA's ranknum.
-    saved = (p for n, p in model.named_parameters() if p.requires_grad or ".lora_" in n or ".ranknum." in n)
+    # Trainable ones, and the frozen ones PEFT saves too (a loaded adapter's weights, AdaLoRA's ranknum):
+    # PEFT keys every adapter parameter by the adapter's name.
+    saved = (p for n, p in model.named_parameters() if p.requires_grad or ADAPTER in n.split("."))
     partitioned = [p for p in saved if is_partitioned(p)]
     if not partitioned:
         yield

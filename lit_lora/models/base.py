@@ -6,6 +6,7 @@ Task modules add a head-specific ``_build_kwargs``, steps and metrics; nothing e
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,10 +16,10 @@ from peft import PeftModel, TaskType, prepare_model_for_kbit_training
 from transformers import get_linear_schedule_with_warmup
 
 from lit_lora._io import atomic_directory
-from lit_lora.adapters import AdaLoraSpec, AdapterSpec, LoraSpec, Quantization
+from lit_lora.adapters import Quantization
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.errors import LitLoraError
-from lit_lora.models._adalora import RankAllocation
+from lit_lora.methods import ADAPTER, AdapterHooks, LoraSpec, PeftMethod, method_of
 from lit_lora.models._build import (
     head_module_names,
     keep_4bit_weights_trainable_layout,
@@ -45,7 +46,7 @@ class PeftModule(L.LightningModule):
     def __init__(
         self,
         model_name_or_path: str,
-        adapter: AdapterSpec | None = None,
+        adapter: PeftMethod | None = None,
         quantization: Quantization | None = None,
         adapter_path: str | None = None,
         learning_rate: float = 5e-4,
@@ -57,7 +58,7 @@ class PeftModule(L.LightningModule):
         """
         Args:
             model_name_or_path: Hugging Face hub name or local directory of the base model.
-            adapter: LoraSpec (default) or AdaLoraSpec.
+            adapter: The PEFT method: LoraSpec (default), AdaLoraSpec or another in lit_lora.methods.
             quantization: Quantisation of the frozen base weights; nf4 with an adapter is QLoRA.
             adapter_path: A saved PEFT adapter directory to evaluate or predict with instead of a new adapter.
             learning_rate: Peak learning rate of AdamW.
@@ -77,11 +78,13 @@ class PeftModule(L.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.gradient_checkpointing = gradient_checkpointing
         self.trust_remote_code = trust_remote_code
+        if self.quantization.enabled:
+            self.adapter.check_quantization(self.quantization)
         if not 0.0 <= warmup_ratio < 1.0:
             raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
         self.model: PeftModel | None = None
-        self.rank_allocation: RankAllocation | None = None  # AdaLoRA being trained
-        self._zero_grads = ZeroGradients()  # what the allocator reads under DeepSpeed
+        self._hooks: AdapterHooks | None = None  # the method's part in training, once the model is built
+        self._zero_grads = ZeroGradients()  # gradients a method reads after the step, under DeepSpeed
         self._rng_states_to_restore: dict[str, Any] | None = None
         # Checkpoints hold adapter and head weights only, so loading one is never strict.
         self.strict_loading = False
@@ -174,8 +177,10 @@ class PeftModule(L.LightningModule):
         self.model = wrap_with_adapter(
             base, self.adapter, self.task_type, heads, self._total_training_steps(), self.adapter_path
         )
-        if isinstance(self.adapter, AdaLoraSpec) and self.adapter_path is None:
-            self.rank_allocation = RankAllocation(self.model, self.adapter)
+        if self.adapter_path is None:
+            self._hooks = self.adapter.hooks(self.model)
+        else:  # a saved adapter, frozen: described by the method that recognises its config
+            self._hooks = AdapterHooks(self.model, method_of(self.model.peft_config["default"]))
         # from_pretrained returns eval mode; Lightning keeps whatever mode it finds, and dropout
         # (base and adapter) belongs to training.
         self.model.train()
@@ -199,8 +204,11 @@ class PeftModule(L.LightningModule):
         return self.model
 
     @property
-    def uses_rank_allocation(self) -> bool:
-        return self.peft_model.peft_config["default"].peft_type.value == "ADALORA"
+    def method_hooks(self) -> AdapterHooks:
+        """What the adapter's method does during training, export and description (builds the model)."""
+        self.peft_model  # noqa: B018 - builds the model, and with it the hooks
+        assert self._hooks is not None
+        return self._hooks
 
     def parameter_counts(self) -> dict[str, int | float]:
         trainable, total = self.peft_model.get_nb_trainable_parameters()
@@ -209,7 +217,8 @@ class PeftModule(L.LightningModule):
     # ---- optimisation -----------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
+        groups = self.adapter.param_groups(self.peft_model, self.learning_rate, self.weight_decay)
+        params = [p for group in groups for p in group["params"]]
         if not params:
             raise LitLoraError("nothing to train: model.adapter_path loads a frozen adapter; drop it for fit")
         # The fused kernel (as the HF Trainer uses) makes the step several times cheaper on CPU and CUDA.
@@ -217,7 +226,7 @@ class PeftModule(L.LightningModule):
         mixed = "mixed" in str(self.trainer.precision)
         fused = not mixed and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
         optimizer = torch.optim.AdamW(
-            params, lr=self.learning_rate, weight_decay=self.weight_decay, fused=fused
+            groups, lr=self.learning_rate, weight_decay=self.weight_decay, fused=fused
         )
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(self.warmup_ratio * total), total)
@@ -229,21 +238,24 @@ class PeftModule(L.LightningModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # Called once per real optimizer step (after gradient accumulation) while gradients still
         # exist: AdaLoRA scores importance from them and reallocates the rank budget.
-        if self.rank_allocation is None:
-            return
-        with self._zero_grads.exposed(self.peft_model, self.trainer.strategy) as stepped:
-            if stepped and not self.rank_allocation.step(self.trainer.global_step):
-                self.log("train/adalora_skipped_steps", float(self.rank_allocation.skipped_steps))
+        hooks = self.method_hooks
+        if hooks.reads_gradients_after_step:
+            exposed = self._zero_grads.exposed(self.peft_model, self.trainer.strategy)
+        else:
+            exposed = nullcontext(True)
+        with exposed as stepped:
+            if stepped:
+                for key, value in hooks.after_optimizer_step(self.trainer.global_step).items():
+                    self.log(key, value)
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        if self.rank_allocation is not None:  # DeepSpeed frees the gradients in its step: keep them
+        if self.method_hooks.reads_gradients_after_step:  # DeepSpeed frees them in its step: keep them
             self._zero_grads.capture(self.peft_model, self.trainer.strategy)
 
     def on_fit_start(self) -> None:
-        if self.rank_allocation is not None:
-            total = self._total_training_steps()
-            assert total is not None
-            self.rank_allocation.reschedule(total)
+        total = self._total_training_steps()
+        assert total is not None
+        self.method_hooks.on_fit_start(total)
 
     def on_train_start(self) -> None:
         resume_train_loader_position(self.trainer)
@@ -258,7 +270,9 @@ class PeftModule(L.LightningModule):
 
     def _adapter_keys(self) -> set[str]:
         trainable = {f"model.{n}" for n, p in self.peft_model.named_parameters() if p.requires_grad}
-        adapter_buffers = {f"model.{n}" for n, _ in self.peft_model.named_buffers() if ".lora_" in n}
+        # PEFT keys every adapter's modules and buffers by adapter name (VeRA's shared projections too).
+        buffers = self.peft_model.named_buffers()
+        adapter_buffers = {f"model.{n}" for n, _ in buffers if ADAPTER in n.split(".")}
         return trainable | adapter_buffers
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -266,15 +280,16 @@ class PeftModule(L.LightningModule):
         if "state_dict" in checkpoint:  # DeepSpeed saves module states itself
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["rng_states"] = rng_states()
-        if self.rank_allocation is not None:
-            checkpoint["adalora"] = self.rank_allocation.state_dict()
+        state = self.method_hooks.state_dict()
+        if state is not None:  # under the method's name, as AdaLoRA's has always been saved
+            checkpoint[self.adapter.method] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.configure_model()
         if "state_dict" in checkpoint:
             check_checkpoint_keys(checkpoint["state_dict"], self.state_dict(), self._adapter_keys())
-        if "adalora" in checkpoint and self.rank_allocation is not None:
-            self.rank_allocation.load_state_dict(checkpoint["adalora"])
+        if self.adapter_path is None and self.adapter.method in checkpoint:
+            self.method_hooks.load_state_dict(checkpoint[self.adapter.method])
         # Applied when training starts: creating the resumed loader's iterator draws from the RNG.
         self._rng_states_to_restore = checkpoint.get("rng_states")
 
@@ -287,30 +302,20 @@ class PeftModule(L.LightningModule):
         with gathered_adapter(self.peft_model):
             if self._trainer is None or self.trainer.is_global_zero:
                 with atomic_directory(directory) as tmp:
-                    self.peft_model.save_pretrained(str(tmp))
+                    self.method_hooks.save(tmp)
         return Path(directory)
 
     def describe(self) -> dict[str, Any]:
         """What the results record says about the model and adapter."""
-        config = self.peft_model.peft_config["default"]
-        info: dict[str, Any] = {
+        hooks = self.method_hooks
+        config = hooks.config
+        return {
             "model": self.model_name_or_path,
             # Weights that differ from the hub release say so (the packaged SmolLM2 is dequantised Q4_1).
             "model_weights": describe_model(self.model_name_or_path),
-            "method": config.peft_type.value.lower(),
             "quantization": self.quantization.mode,
             "double_quant": self.quantization.double_quant if self.quantization.enabled else None,
             "target_modules": sorted(config.target_modules) if config.target_modules else None,
+            **hooks.describe(),  # method, its label, ranks
+            "parameters": {**self.parameter_counts(), **hooks.extra_parameter_counts()},
         }
-        info["parameters"] = self.parameter_counts()
-        if self.rank_allocation is not None:
-            info.update(self.rank_allocation.describe())
-            # Beside the count at init_r: what the final rank budget keeps.
-            info["parameters"]["trainable_at_final_budget"] = self.rank_allocation.trainable_at_final_budget()
-        elif self.uses_rank_allocation:  # a saved AdaLoRA adapter: its final pattern is in its config
-            pattern = config.rank_pattern or {}
-            info["ranks"] = {"init_r": config.init_r, "target_r": config.target_r}
-            info["rank_pattern"] = {k: int(sum(v)) for k, v in pattern.items()}
-        else:
-            info["ranks"] = {"r": config.r, "rank_pattern": dict(config.rank_pattern or {})}
-        return info

@@ -114,7 +114,8 @@ class CausalLM(PeftModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if self.uses_rank_allocation:  # PEFT adds AdaLoRA's orthogonality regulariser only when labels go in
+        extra = self.method_hooks.extra_loss_name
+        if extra:  # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) only when labels go in
             inputs["labels"] = batch["labels"]
         outputs = self.peft_model(**inputs)
         nll, tokens = token_nll(outputs.logits, batch["labels"])
@@ -125,7 +126,7 @@ class CausalLM(PeftModule):
         if outputs.loss is not None:
             # PEFT's loss is the same token-mean NLL plus the regulariser, once per micro-batch.
             orth_reg = outputs.loss - mean_nll
-            self.log("train/orth_reg", orth_reg.detach(), batch_size=weight)
+            self.log(f"train/{extra}", orth_reg.detach(), batch_size=weight)
             loss = loss + orth_reg
         return loss
 

@@ -76,9 +76,10 @@ class SequenceClassifier(PeftModule):
         size = batch["labels"].shape[0]
         self.log("train/loss", task_loss, prog_bar=True, batch_size=size)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=size)
-        if outputs.loss is not None and self.uses_rank_allocation:
-            # PEFT adds AdaLoRA's orthogonality regulariser to the loss it returns; log it apart.
-            self.log("train/orth_reg", outputs.loss.detach() - task_loss.detach(), batch_size=size)
+        extra = self.method_hooks.extra_loss_name
+        if outputs.loss is not None and extra:
+            # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) to its loss; log it apart.
+            self.log(f"train/{extra}", outputs.loss.detach() - task_loss.detach(), batch_size=size)
         return outputs.loss if outputs.loss is not None else task_loss
 
     def _eval_step(self, batch: Batch, stage: str) -> None:

@@ -85,9 +85,10 @@ class QuestionAnswering(PeftModule):
         task_loss = self._span_loss(outputs, batch)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", task_loss, prog_bar=True, batch_size=size)
-        if outputs.loss is not None and self.uses_rank_allocation:
-            # PEFT adds AdaLoRA's orthogonality regulariser to the loss it returns; log it apart.
-            self.log("train/orth_reg", outputs.loss.detach() - task_loss.detach(), batch_size=size)
+        extra = self.method_hooks.extra_loss_name
+        if outputs.loss is not None and extra:
+            # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) to its loss; log it apart.
+            self.log(f"train/{extra}", outputs.loss.detach() - task_loss.detach(), batch_size=size)
         return outputs.loss if outputs.loss is not None else task_loss
 
     # ---- evaluation -------------------------------------------------------------------------------

@@ -1,0 +1,16 @@
+"""PEFT methods, one file each; ``METHODS`` is the registry (a saved adapter is described by the one
+method that recognises its config)."""
+
+from lit_lora.methods.adalora import AdaLoraSpec
+from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod
+from lit_lora.methods.lora import LoraSpec
+
+METHODS: tuple[type[PeftMethod], ...] = (LoraSpec, AdaLoraSpec)
+
+
+def method_of(config: object) -> type[PeftMethod]:
+    """The registered method whose saved configs look like ``config`` (LoRA when none claims it)."""
+    return next((method for method in METHODS if method.recognises(config)), LoraSpec)  # type: ignore[arg-type]
+
+
+__all__ = ["ADAPTER", "METHODS", "AdaLoraSpec", "AdapterHooks", "LoraSpec", "PeftMethod", "method_of"]
