@@ -100,3 +100,9 @@ def gsm8k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for split in ("train", "test"):
         (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_bert: Path, tiny_llama: Path) -> dict[str, Path]:
+    """The tiny encoder and decoder by role, for tests that run every task module."""
+    return {"bert": tiny_bert, "llama": tiny_llama}
