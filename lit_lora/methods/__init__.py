@@ -3,9 +3,14 @@ method that recognises its config)."""
 
 from lit_lora.methods.adalora import AdaLoraSpec
 from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod
+from lit_lora.methods.dora import DoraSpec
 from lit_lora.methods.lora import LoraSpec
 
-METHODS: tuple[type[PeftMethod], ...] = (LoraSpec, AdaLoraSpec)
+METHODS: tuple[type[PeftMethod], ...] = (
+    LoraSpec,
+    AdaLoraSpec,
+    DoraSpec,
+)
 
 
 def method_of(config: object) -> type[PeftMethod]:
@@ -13,4 +18,5 @@ def method_of(config: object) -> type[PeftMethod]:
     return next((method for method in METHODS if method.recognises(config)), LoraSpec)  # type: ignore[arg-type]
 
 
-__all__ = ["ADAPTER", "METHODS", "AdaLoraSpec", "AdapterHooks", "LoraSpec", "PeftMethod", "method_of"]
+__all__ = ["ADAPTER", "METHODS", "AdaLoraSpec", "AdapterHooks", "DoraSpec", "LoraSpec", "PeftMethod"]
+__all__ += ["method_of"]
