@@ -5,11 +5,13 @@ from lit_lora.methods.adalora import AdaLoraSpec
 from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod
 from lit_lora.methods.dora import DoraSpec
 from lit_lora.methods.lora import LoraSpec
+from lit_lora.methods.loraplus import LoraPlusSpec
 
 METHODS: tuple[type[PeftMethod], ...] = (
     LoraSpec,
     AdaLoraSpec,
     DoraSpec,
+    LoraPlusSpec,
 )
 
 
@@ -19,4 +21,4 @@ def method_of(config: object) -> type[PeftMethod]:
 
 
 __all__ = ["ADAPTER", "METHODS", "AdaLoraSpec", "AdapterHooks", "DoraSpec", "LoraSpec", "PeftMethod"]
-__all__ += ["method_of"]
+__all__ += ["LoraPlusSpec", "method_of"]
