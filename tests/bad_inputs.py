@@ -128,6 +128,8 @@ def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
         Case("AdaLoRA phases longer than the run", "leaves no budgeting phase",
              lambda t: ["--model.adapter.tinit", "5", "--model.adapter.tfinal", "5"],
              config="configs/sst2_adalora.yaml"),
+        Case("PiSSA on a 4-bit base", "PissaSpec cannot start from a model.quantization.mode=nf4",
+             lambda t: ["--model.quantization.mode", "nf4"], config="configs/sst2_pissa.yaml"),
         Case("corrupt adapter file", "adapter_model.safetensors cannot be read",
              lambda t: ["--model.adapter_path", str(truncated_adapter(t, model))]),
         Case("output folder not writable", "cannot write there", lambda t: [

@@ -6,12 +6,14 @@ from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod
 from lit_lora.methods.dora import DoraSpec
 from lit_lora.methods.lora import LoraSpec
 from lit_lora.methods.loraplus import LoraPlusSpec
+from lit_lora.methods.pissa import PissaSpec
 
 METHODS: tuple[type[PeftMethod], ...] = (
     LoraSpec,
     AdaLoraSpec,
     DoraSpec,
     LoraPlusSpec,
+    PissaSpec,
 )
 
 
@@ -21,4 +23,4 @@ def method_of(config: object) -> type[PeftMethod]:
 
 
 __all__ = ["ADAPTER", "METHODS", "AdaLoraSpec", "AdapterHooks", "DoraSpec", "LoraSpec", "PeftMethod"]
-__all__ += ["LoraPlusSpec", "method_of"]
+__all__ += ["LoraPlusSpec", "PissaSpec", "method_of"]

@@ -78,8 +78,6 @@ class PeftModule(L.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.gradient_checkpointing = gradient_checkpointing
         self.trust_remote_code = trust_remote_code
-        if self.quantization.enabled:
-            self.adapter.check_quantization(self.quantization)
         if not 0.0 <= warmup_ratio < 1.0:
             raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
         self.model: PeftModel | None = None
@@ -155,6 +153,8 @@ class PeftModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
+        if self.quantization.enabled and self.adapter_path is None:
+            self.adapter.check_quantization(self.quantization)  # before the slow part
         auto_cls = self.auto_model_class
         config = load_config(
             self.model_name_or_path, trust_remote_code=self.trust_remote_code, **self._build_kwargs()
