@@ -6,6 +6,7 @@ from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod
 from lit_lora.methods.dora import DoraSpec
 from lit_lora.methods.lora import LoraSpec
 from lit_lora.methods.loraplus import LoraPlusSpec
+from lit_lora.methods.olora import OloraSpec
 from lit_lora.methods.pissa import PissaSpec
 
 METHODS: tuple[type[PeftMethod], ...] = (
@@ -14,6 +15,7 @@ METHODS: tuple[type[PeftMethod], ...] = (
     DoraSpec,
     LoraPlusSpec,
     PissaSpec,
+    OloraSpec,
 )
 
 
@@ -23,4 +25,4 @@ def method_of(config: object) -> type[PeftMethod]:
 
 
 __all__ = ["ADAPTER", "METHODS", "AdaLoraSpec", "AdapterHooks", "DoraSpec", "LoraSpec", "PeftMethod"]
-__all__ += ["LoraPlusSpec", "PissaSpec", "method_of"]
+__all__ += ["LoraPlusSpec", "OloraSpec", "PissaSpec", "method_of"]

@@ -1,0 +1,42 @@
+"""OLoRA (Büyükakyüz, 2024): LoRA started from an orthonormal (QR) basis of each weight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from peft import PeftConfig, PeftModel
+
+from lit_lora.errors import LitLoraError
+from lit_lora.methods._initial_adapter import ConvertedOnExport
+from lit_lora.methods.base import AdapterHooks
+from lit_lora.methods.lora import LoraSpec
+
+if TYPE_CHECKING:
+    from lit_lora.adapters import Quantization
+
+
+@dataclass
+class OloraSpec(LoraSpec):
+    """LoRA's fields with PEFT's ``init_lora_weights="olora"`` (QR: deterministic, so a resumed run rebuilds
+    the same residual base). Exported as a plain LoRA adapter of rank 2r for the unchanged base."""
+
+    method: ClassVar[str] = "olora"
+    label: ClassVar[str] = "OLoRA"
+
+    def lora_options(self) -> dict[str, Any]:
+        return {"init_lora_weights": "olora"}
+
+    def check_quantization(self, quantization: Quantization) -> None:
+        raise LitLoraError(
+            f"model.adapter=OloraSpec on a model.quantization.mode={quantization.mode} base is not "
+            "supported: PEFT re-quantises the residual weights, so the exported adapter would not "
+            "reproduce the trained model; use model.quantization.mode=none"
+        )
+
+    def hooks(self, model: PeftModel) -> AdapterHooks:
+        return ConvertedOnExport(model, type(self))
+
+    @classmethod
+    def recognises(cls, config: PeftConfig) -> bool:
+        return config.peft_type.value == "LORA" and config.init_lora_weights == "olora"

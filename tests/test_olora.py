@@ -1,0 +1,63 @@
+"""OLoRA on every task module: the method-grid checks, the export to plain LoRA, a resume, no 4-bit base."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lit_lora import LitLoraError
+from lit_lora.adapters import Quantization
+from lit_lora.methods import OloraSpec
+from tests import method_grid as grid
+
+R = 4
+
+
+def spec(task: str) -> OloraSpec:
+    return OloraSpec(r=R, alpha=R, dropout=0.0, target_modules=grid.TARGETS[task])
+
+
+def count(shapes: list[tuple[int, int]]) -> int:
+    return sum(R * (d_in + d_out) for d_in, d_out in shapes)  # LoRA's shapes; only the start differs
+
+
+@pytest.mark.parametrize("task", grid.TASKS)
+def test_olora_on_task(task, tiny_models, tmp_path):
+    grid.check_trainable_count(grid.build(task, spec(task), tiny_models), task, count)
+    grid.check_only_adapter_and_head_get_gradients(grid.build(task, spec(task), tiny_models), task)
+    grid.check_merged_equals_unmerged(grid.build(task, spec(task), tiny_models), task)
+    module = grid.build(task, spec(task), tiny_models)
+    # The export is converted to plain LoRA on the unchanged base: equal up to float rounding.
+    grid.check_save_and_reload(module, task, tiny_models, tmp_path / "adapter", atol=1e-5)
+    grid.check_described(module, "olora", "OLoRA")
+
+
+def test_olora_starts_from_an_orthonormal_basis_of_the_weight(tiny_models, tmp_path):
+    module = grid.build("classification", spec("classification"), tiny_models)
+    layer = module.peft_model.get_submodule("base_model.model.bert.encoder.layer.0.attention.self.query")
+    original = module.auto_model_class.from_pretrained(tiny_models["bert"], num_labels=2)
+    weight = original.bert.encoder.layer[0].attention.self.query.weight.detach()
+    basis = layer.lora_B["default"].weight  # out x r: the first r columns of Q in W = QR
+    torch.testing.assert_close(basis.T @ basis, torch.eye(R), rtol=0, atol=1e-5)
+    adapter = basis @ layer.lora_A["default"].weight  # alpha = r: scaling 1
+    torch.testing.assert_close(layer.base_layer.weight + adapter, weight, rtol=0, atol=1e-5)
+    module.save_adapter(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert (saved["r"], saved["init_lora_weights"]) == (2 * R, True)  # plain LoRA for the unchanged base
+
+
+def test_olora_resumes_exactly(tiny_bert, tiny_sst2, tmp_path):
+    grid.check_resume(spec("classification"), tiny_bert, tiny_sst2, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["nf4", "int8"])
+def test_olora_refuses_a_quantised_base_whose_export_would_differ(tiny_bert, mode):
+    with pytest.raises(
+        LitLoraError, match=f"OloraSpec on a model.quantization.mode={mode} base is not supported"
+    ):
+        module = grid.build(
+            "classification", spec("classification"), {"bert": tiny_bert}, quantization=Quantization(mode)
+        )
+        module.configure_model()  # the check comes before the base model loads
