@@ -121,8 +121,12 @@ def check_merged_equals_unmerged(module: PeftModule, task: str) -> None:
     inputs = batch(task, module)
     with torch.no_grad():
         expected = outputs(model.base_model, task, inputs)
-        merged = copy.deepcopy(model).merge_and_unload()
-        torch.testing.assert_close(outputs(merged, task, inputs), expected, rtol=1e-4, atol=1e-5)
+        # Merged in place rather than merge_and_unload: PEFT 0.21's VeRA unload fails on a head that is
+        # not a Linear (BERT's pooler); the merge arithmetic under test is the same.
+        model.merge_adapter()
+        torch.testing.assert_close(outputs(model.base_model, task, inputs), expected, rtol=1e-4, atol=1e-5)
+        model.unmerge_adapter()
+        torch.testing.assert_close(outputs(model.base_model, task, inputs), expected, rtol=1e-4, atol=1e-5)
 
 
 def check_save_and_reload(
