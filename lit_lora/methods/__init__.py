@@ -8,6 +8,7 @@ from lit_lora.methods.lora import LoraSpec
 from lit_lora.methods.loraplus import LoraPlusSpec
 from lit_lora.methods.olora import OloraSpec
 from lit_lora.methods.pissa import PissaSpec
+from lit_lora.methods.vera import VeraSpec
 
 METHODS: tuple[type[PeftMethod], ...] = (
     LoraSpec,
@@ -16,6 +17,7 @@ METHODS: tuple[type[PeftMethod], ...] = (
     LoraPlusSpec,
     PissaSpec,
     OloraSpec,
+    VeraSpec,
 )
 
 
