@@ -65,9 +65,9 @@ class PeftMethod(ABC):
         return AdapterHooks(model, type(self))
 
     def param_groups(self, model: PeftModel, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        """Optimizer parameter groups; groups without ``lr`` take the optimizer's learning rate."""
+        """Optimizer parameter groups; groups without ``lr`` or ``weight_decay`` take the optimizer's."""
         params = [p for p in model.parameters() if p.requires_grad]
-        return [{"params": params, "weight_decay": weight_decay}] if params else []
+        return [{"params": params}] if params else []
 
 
 class AdapterHooks:

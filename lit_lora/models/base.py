@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from peft import PeftModel, TaskType, prepare_model_for_kbit_training
-from transformers import get_linear_schedule_with_warmup
 
 from lit_lora._io import atomic_directory
 from lit_lora.adapters import Quantization
@@ -28,6 +28,7 @@ from lit_lora.models._build import (
     wrap_with_adapter,
 )
 from lit_lora.models._checkpoint import check_checkpoint_keys, restore_rng_states, rng_states
+from lit_lora.models._optim import configure as configure_optimization
 from lit_lora.models._packaged import describe_model
 from lit_lora.models._resume import resume_train_loader_position
 from lit_lora.models._zero import ZeroGradients, gathered_adapter
@@ -52,6 +53,8 @@ class PeftModule(L.LightningModule):
         learning_rate: float = 5e-4,
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.06,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
     ) -> None:
@@ -61,9 +64,14 @@ class PeftModule(L.LightningModule):
             adapter: The PEFT method: LoraSpec (default), AdaLoraSpec or another in lit_lora.methods.
             quantization: Quantisation of the frozen base weights; nf4 with an adapter is QLoRA.
             adapter_path: A saved PEFT adapter directory to evaluate or predict with instead of a new adapter.
-            learning_rate: Peak learning rate of AdamW.
-            weight_decay: AdamW weight decay.
+            learning_rate: Peak learning rate of the default AdamW, and the base of methods that set
+                learning rates per parameter group (LoRA+).
+            weight_decay: Weight decay of the default AdamW.
             warmup_ratio: Fraction of the optimizer steps spent in linear warm-up before linear decay.
+            optimizer: Another optimizer, as class_path and init_args (e.g. torch.optim.SGD with its lr);
+                None is AdamW (fused where safe) with learning_rate and weight_decay.
+            lr_scheduler: Another LR schedule, stepped every optimizer step; None is linear warm-up over
+                warmup_ratio of the steps, then linear decay to zero.
             gradient_checkpointing: Recompute activations in backward (non-reentrant) to save memory.
             trust_remote_code: Run model code shipped with a hub repository; off unless asked for, since
                 that code runs with your permissions.
@@ -76,6 +84,7 @@ class PeftModule(L.LightningModule):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.gradient_checkpointing = gradient_checkpointing
         self.trust_remote_code = trust_remote_code
         if not 0.0 <= warmup_ratio < 1.0:
@@ -221,16 +230,10 @@ class PeftModule(L.LightningModule):
         params = [p for group in groups for p in group["params"]]
         if not params:
             raise LitLoraError("nothing to train: model.adapter_path loads a frozen adapter; drop it for fit")
-        # The fused kernel (as the HF Trainer uses) makes the step several times cheaper on CPU and CUDA.
-        # Not under mixed precision: Lightning's AMP plugin refuses to clip gradients for a fused step.
-        mixed = "mixed" in str(self.trainer.precision)
-        fused = not mixed and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-        optimizer = torch.optim.AdamW(
-            groups, lr=self.learning_rate, weight_decay=self.weight_decay, fused=fused
-        )
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(self.warmup_ratio * total), total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(
+            self.trainer, groups, self.optimizer, self.lr_scheduler,
+            self.learning_rate, self.weight_decay, self.warmup_ratio,
+        )  # fmt: skip
 
     def optimizer_step(
         self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
