@@ -205,16 +205,31 @@ def fmt(mean: float | None, std: float | None, digits: int, scale: float = 1.0) 
     return text if std is None else f"{text} ± {std * scale:.{digits}f}"
 
 
+# Summary names of the classification pair, which the plots and earlier summaries use.
+SUMMARY_NAMES = {"acc": "accuracy", "f1": "f1"}
+TITLES = {"acc": "Accuracy", "f1": "F1"}
+
+
+def metric_names(rows: list[Row], split: str) -> list[str]:
+    """Every metric any run logged for ``split`` (``val/acc`` -> ``acc``): acc and f1 first, then by name."""
+    names = {k.split("/", 1)[1] for r in rows for k in r if k.startswith(f"{split}/")}
+    return [n for n in SUMMARY_NAMES if n in names] + sorted(names - set(SUMMARY_NAMES))
+
+
 def summarize(groups: list[tuple[str, list[Row]]], split: str) -> list[Row]:
     """One summary row per group with the numbers behind the table."""
     out = []
+    names = metric_names([r for _, runs in groups for r in runs], split)
     for label, runs in groups:
         row: Row = {"config": label, "config_name": runs[0]["config_name"], "approach": runs[0]["approach"]}
         row["n"] = len(runs)
         row["seeds"] = " ".join(str(r["seed"]) for r in runs)
         row["split"] = split
-        for name, key in (("accuracy", f"{split}/acc"), ("f1", f"{split}/f1")):
-            row[f"{name}_mean"], row[f"{name}_std"] = stats([r.get(key) for r in runs])
+        for name in ["acc", "f1", *names]:
+            summary_name = SUMMARY_NAMES.get(name, name)
+            row[f"{summary_name}_mean"], row[f"{summary_name}_std"] = stats(
+                [r.get(f"{split}/{name}") for r in runs]
+            )
         row["trainable"], row["trainable_pct"] = runs[0]["trainable"], runs[0]["trainable_pct"]
         for name, key in (("memory_mb", "peak_memory_mb"), ("time_s", "train_time_s")):
             row[f"{name}_mean"], row[f"{name}_std"] = stats([r.get(key) for r in runs])
@@ -224,15 +239,28 @@ def summarize(groups: list[tuple[str, list[Row]]], split: str) -> list[Row]:
     return out
 
 
-def markdown(summary: list[Row], split: str, n_runs: int, skipped: int) -> str:
-    head = ["Config", "Approach", f"Accuracy ({split}, %)", f"F1 ({split}, %)", "Params (%)"]
-    head += ["Memory (MB)", "Time (s)", "samples/s", "n"]
+def markdown(
+    summary: list[Row], split: str, n_runs: int, skipped: int, names: list[str] | None = None
+) -> str:
+    names = ["acc", "f1"] if names is None else names
+    # Fractions (accuracy, classification F1) show as percentages; SQuAD's exact and F1 are percentages
+    # already, and loss or perplexity are not shares at all: those show as logged.
+    percent = {
+        n: _all_fractions(summary, SUMMARY_NAMES.get(n, n)) and n not in ("loss", "ppl") for n in names
+    }
+    head = ["Config", "Approach"]
+    head += [f"{TITLES.get(n, n)} ({split}{', %' if percent[n] else ''})" for n in names]
+    head += ["Params (%)", "Memory (MB)", "Time (s)", "samples/s", "n"]
     lines = ["# lit_lora report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         pct = s["trainable_pct"]
         pct = "–" if pct is None else f"{pct:.2f}" if pct >= 0.1 else f"{pct:.3f}"
-        cells = [s["config"], s["approach"], fmt(s["accuracy_mean"], s["accuracy_std"], 2, 100)]
-        cells += [fmt(s["f1_mean"], s["f1_std"], 2, 100), pct]
+        cells = [s["config"], s["approach"]]
+        for name in names:
+            key = SUMMARY_NAMES.get(name, name)
+            scale, digits = (100, 2) if percent[name] else (1, 4)
+            cells.append(fmt(s.get(f"{key}_mean"), s.get(f"{key}_std"), digits, scale))
+        cells.append(pct)
         cells += [fmt(s["memory_mb_mean"], s["memory_mb_std"], 0), fmt(s["time_s_mean"], s["time_s_std"], 1)]
         cells += [fmt(s["samples_per_s_mean"], s["samples_per_s_std"], 1), str(s["n"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -240,15 +268,20 @@ def markdown(summary: list[Row], split: str, n_runs: int, skipped: int) -> str:
     lines += [
         "",
         f"{n_runs} runs. Mean ± sample standard deviation (ddof=1) over the n runs (seeds) of each config;",
-        "a single run shows no ±. Accuracy and F1 are the final "
+        "a single run shows no ±. Metrics are every final "
         + ("test" if split == "test" else "validation")
-        + " metrics. Params: trainable share of all parameters.",
+        + " metric the runs logged. Params: trainable share of all parameters.",
         "Time: training only (validation excluded); samples/s: training samples per second of it.",
         "Memory: " + "; ".join(f"{k} = {MEMORY_KINDS.get(k, k)}" for k in kinds) + ".",
     ]
     if skipped:
         lines.append(f"{skipped} records with no fit record in their directory were skipped.")
     return "\n".join(lines) + "\n"
+
+
+def _all_fractions(summary: list[Row], key: str) -> bool:
+    values = [s.get(f"{key}_mean") for s in summary]
+    return all(v is None or 0.0 <= v <= 1.0 for v in values)
 
 
 def to_csv(rows: list[Row]) -> str:
@@ -277,13 +310,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows, skipped = find_runs(args.run_dirs)
     split = args.split
     if split == "auto":
-        split = "test" if all(r.get("test/acc") is not None for r in rows) else "val"
+        split = "test" if all(any(k.startswith("test/") for k in r) for r in rows) else "val"
     groups = group_runs(rows)
     summary = summarize(groups, split)
     run_rows = [{"config": label, **run} for label, runs in groups for run in runs]
     atomic_write_text(args.out / "results.csv", to_csv(run_rows))
     atomic_write_text(args.out / "summary.csv", to_csv(summary))
-    atomic_write_text(args.out / "summary.md", markdown(summary, split, len(rows), skipped))
+    names = metric_names(rows, split)
+    atomic_write_text(args.out / "summary.md", markdown(summary, split, len(rows), skipped, names))
     written = ["results.csv", "summary.csv", "summary.md"]
     if not args.no_plots:
         from lit_lora.report_plots import plot_all

@@ -208,3 +208,28 @@ def test_adalora_rows_count_trainable_parameters_at_the_final_budget(tmp_path: P
     lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
     (row,) = read_csv(tmp_path / "report" / "results.csv")
     assert (row["trainable"], row["trainable_at_init"], float(row["trainable_pct"])) == ("8000", "12000", 0.8)
+
+
+def test_the_table_shows_every_metric_the_runs_logged(tmp_path: Path) -> None:
+    qa = {"val/exact": 61.5, "val/f1": 64.25, "val/loss": 1.5, "val/start_acc": 0.75}
+    write_result(tmp_path / "runs" / "qa", config_name="squad_v2_lora", metrics=qa)
+    write_result(
+        tmp_path / "runs" / "lm", config_name="wikitext2_lora", metrics={"val/ppl": 12.5, "val/loss": 2.5}
+    )
+    lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--no-plots"])
+    table = (tmp_path / "report" / "summary.md").read_text()
+    # SQuAD's F1 and exact are percentages already, loss and perplexity no shares: shown as logged.
+    head = "| Config | Approach | F1 (val) | exact (val) | loss (val) | ppl (val) | start_acc (val, %) |"
+    assert head in table
+    assert "| 64.2500 | 61.5000 | 1.5000 | – | 75.00 |" in table
+    assert "| – | – | 2.5000 | 12.5000 | – |" in table
+    summary = {row["config"]: row for row in read_csv(tmp_path / "report" / "summary.csv")}
+    assert float(summary["wikitext2_lora"]["ppl_mean"]) == 12.5
+
+
+def test_new_methods_are_named_in_the_report() -> None:
+    record = {"method": "vera", "method_label": "VeRA", "quantization": "nf4", "ranks": {"r": 256}}
+    assert approach(record) == "VeRA + nf4 base, r=256"
+    assert approach(
+        {**record, "method": "dora", "method_label": "DoRA", "ranks": {"r": 8, "rank_pattern": {}}}
+    ) == ("DoRA + nf4 base, r=8")
