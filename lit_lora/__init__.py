@@ -1,4 +1,4 @@
-"""lit_lora: LoRA, QLoRA and AdaLoRA fine-tuning of Hugging Face models with Lightning and PEFT."""
+"""lit_lora: LoRA, QLoRA, AdaLoRA, DoRA, LoRA+, PiSSA, OLoRA and VeRA fine-tuning with Lightning and PEFT."""
 
 from __future__ import annotations
 
