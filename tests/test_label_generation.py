@@ -97,13 +97,17 @@ def test_an_unknown_label_name_is_a_one_line_error(tiny_llama, tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_choice_scores_equal_a_direct_log_likelihood_on_unpadded_rows(tiny_llama, ag_dir):
-    data = ag_news(tiny_llama, ag_dir)
+@pytest.mark.parametrize("decoder", ["tiny_llama", "tiny_gpt2"])
+def test_choice_scores_equal_a_direct_log_likelihood_on_unpadded_rows(decoder, ag_dir, request):
+    model_dir = request.getfixturevalue(decoder)
+    data = ag_news(model_dir, ag_dir)
     data.setup("test")
     batch = next(iter(data.test_dataloader()))
     assert (batch["prompt_attention_mask"] == 0).any()  # the batch has left padding to get right
+    lengths = {len(choice) for row in batch["label_choices"] for choice in row}
+    assert max(lengths) > 1 and len(lengths) > 1  # multi-token choices of different lengths share the cache
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     with torch.no_grad():
         scores = choice_scores(
             model, batch["prompt_input_ids"], batch["prompt_attention_mask"], batch["label_choices"], 0
