@@ -16,7 +16,18 @@ def choice_scores(
     choices: Sequence[Sequence[Sequence[int]]],
     pad_token_id: int,
 ) -> torch.Tensor:
-    """(rows, choices) summed log-likelihoods of ``choices[row][k]``'s tokens following the row's prompt.
+    """(rows, choices) summed log-likelihoods of ``choices[row][k]``'s tokens following the row's prompt."""
+    return choice_token_log_probs(model, prompt_ids, prompt_mask, choices, pad_token_id).sum(dim=-1)
+
+
+def choice_token_log_probs(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    choices: Sequence[Sequence[Sequence[int]]],
+    pad_token_id: int,
+) -> torch.Tensor:
+    """(rows, choices, longest choice) log-probability of each token of ``choices[row][k]``; 0 past its end.
 
     The prompt is run once and its key/value cache is shared by every choice: the cache is repeated per
     choice and all choices' remaining tokens go through one small forward. (A forward per choice over the
@@ -55,4 +66,4 @@ def choice_scores(
         ).logits
         rest = F.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
         picked = torch.cat([picked, rest], dim=1)
-    return (picked * kept).sum(dim=1).view(rows, n_choices)
+    return (picked * kept).view(rows, n_choices, longest)
