@@ -44,4 +44,9 @@ merge linear --weights 0.5 0.5
 merge ties --weights 1.0 1.0 --density 0.5
 merge dare_ties --weights 1.0 1.0 --density 0.5 --seed 0
 
-"$PY" -m lit_lora matrix configs/matrix/loracombench_smollm2.yaml --out "$OUT/matrix"
+# The matrix in order of need: GSM8K for the base and its own LoRA (results/smollm2_cpu uses them too),
+# the AG News column (one prompt pass per row), then the GSM8K cells left (greedy answers are the slow part).
+MATRIX=("$PY" -m lit_lora matrix configs/matrix/loracombench_smollm2.yaml --out "$OUT/matrix")
+"${MATRIX[@]}" --tasks gsm8k --models base LoRA_GSM8K
+"${MATRIX[@]}" --tasks agnews
+"${MATRIX[@]}"
