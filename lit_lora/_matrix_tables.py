@@ -11,11 +11,12 @@ from lit_lora._io import atomic_write_text
 from lit_lora._matrix_spec import Spec
 
 FAILED = "failed"
+NOT_RUN = "not run"  # left out by --tasks / --models and not finished earlier
 
 
 @dataclass(frozen=True)
 class Cell:
-    status: str  # "completed" or "failed"
+    status: str  # "completed", FAILED or NOT_RUN
     value: float | None = None
     reason: str = ""
 
@@ -33,8 +34,10 @@ def share(spec: Spec, cells: Cells, model: str, task: str) -> float | None:
 
 
 def _score(cell: Cell | None) -> str:
-    if cell is None or cell.status != "completed" or cell.value is None:
-        return FAILED
+    if cell is None:
+        return NOT_RUN
+    if cell.status != "completed" or cell.value is None:
+        return cell.status if cell.status == NOT_RUN else FAILED
     return f"{cell.value:.4f}"
 
 
@@ -64,7 +67,7 @@ def to_markdown(spec: Spec, cells: Cells) -> str:
     header = ["model", "kind", *(f"{t.name} ({t.metric})" for t in spec.tasks)]
     rows = [[m.name, m.kind, *(_score(cells.get((m.name, t.name))) for t in spec.tasks)] for m in spec.models]
     lines = [f"# Model x task matrix (base: `{spec.base}`)", "", *_table(header, rows)]
-    failed = [(k, c) for k, c in cells.items() if c.status != "completed"]
+    failed = [(k, c) for k, c in cells.items() if c.status == FAILED]
     if failed:
         lines += ["", "Failed cells:", ""]
         lines += [f"- {model} / {task}: {cell.reason}" for (model, task), cell in failed]
@@ -95,6 +98,7 @@ def heatmap(spec: Spec, cells: Cells, path: Path) -> None:
         [cells[(m.name, t.name)].value if (m.name, t.name) in cells else None for t in spec.tasks]
         for m in spec.models
     ]
+    labels = [[_score(cells.get((m.name, t.name))) for t in spec.tasks] for m in spec.models]
     scaled = [[float("nan")] * len(spec.tasks) for _ in spec.models]
     for j in range(len(spec.tasks)):
         column = [row[j] for row in grid if row[j] is not None]
@@ -106,12 +110,12 @@ def heatmap(spec: Spec, cells: Cells, path: Path) -> None:
     ax.imshow(scaled, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
-            text = FAILED if value is None else f"{value:.3g}"
+            text = labels[i][j] if value is None else f"{value:.3g}"
             color = "black" if value is not None and scaled[i][j] > 0.6 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
     ax.set_xticks(range(len(spec.tasks)), [f"{t.name}\n{t.metric}" for t in spec.tasks], fontsize=8)
     ax.set_yticks(range(len(spec.models)), [m.name for m in spec.models], fontsize=8)
-    ax.set_facecolor("lightgrey")  # failed cells are NaN: drawn as the background
+    ax.set_facecolor("lightgrey")  # failed and not-run cells are NaN: drawn as the background
     ax.set_title("Models x tasks (colour scaled per column)", fontsize=9)
     save_atomic(fig, path)
 

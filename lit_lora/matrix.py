@@ -5,6 +5,9 @@ Each cell (model, task) is one ``python -m lit_lora test`` process writing under
 ``stage: test, status: completed`` is finished and skipped on a re-run; a failed cell is retried. A
 failed cell never stops the matrix: it shows as ``failed`` and the exit status is 1.
 
+``--tasks A B`` / ``--models X Y`` run only those columns / rows; cells left out show as finished
+earlier or ``not run``.
+
 Outputs: ``DIR/matrix.csv`` (scores, then each merge's ``share:<task>``), ``DIR/matrix.md`` (the same
 as tables) and ``DIR/matrix.png`` (a heatmap, colour scaled per task).
 
@@ -34,7 +37,8 @@ from typing import Any
 
 from lit_lora._io import atomic_write_json, read_json_object
 from lit_lora._matrix_spec import Model, Spec, Task, cell_command, load_spec
-from lit_lora._matrix_tables import Cell, Cells, write_all
+from lit_lora._matrix_tables import FAILED, NOT_RUN, Cell, Cells, write_all
+from lit_lora.errors import LitLoraError
 
 LOG = "cell.log"
 
@@ -86,11 +90,17 @@ def run_cell(spec: Spec, model: Model, task: Task, out: Path) -> tuple[Cell, boo
     return _read(record, task), True
 
 
-def run_matrix(spec: Spec, out: Path, jobs: int = 1) -> Cells:
+def run_matrix(
+    spec: Spec, out: Path, jobs: int = 1, tasks: Sequence[str] = (), models: Sequence[str] = ()
+) -> Cells:
+    """Every cell, or only those of ``tasks`` x ``models`` where given; the others are read if finished."""
     pairs = [(m, t) for m in spec.models for t in spec.tasks]
 
     def one(pair: tuple[Model, Task]) -> Cell:
         model, task = pair
+        if (tasks and task.name not in tasks) or (models and model.name not in models):
+            record = finished_record(out / "cells" / model.name / task.name)
+            return Cell(NOT_RUN) if record is None else _read(record, task)
         cell, ran = run_cell(spec, model, task, out)
         verb = ("ran" if ran else "skipped, finished earlier") if cell.status == "completed" else "FAILED"
         detail = f"{task.metric}={cell.value:.4f}" if cell.value is not None else cell.reason
@@ -109,14 +119,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("spec", type=Path, help="the matrix spec YAML")
     parser.add_argument("--out", type=Path, required=True, help="where cells/, matrix.csv/.md/.png go")
     parser.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
+    parser.add_argument("--tasks", nargs="+", default=[], metavar="TASK", help="run only these columns")
+    parser.add_argument("--models", nargs="+", default=[], metavar="MODEL", help="run only these rows")
     args = parser.parse_args(argv)
     spec = load_spec(args.spec)
-    cells = run_matrix(spec, args.out, args.jobs)
+    for flag, names, known in (("--tasks", args.tasks, spec.tasks), ("--models", args.models, spec.models)):
+        unknown = sorted(set(names) - {item.name for item in known})
+        if unknown:
+            allowed = ", ".join(item.name for item in known)
+            raise LitLoraError(f"matrix {flag}: {', '.join(unknown)} not in {args.spec} (it has: {allowed})")
+    cells = run_matrix(spec, args.out, args.jobs, args.tasks, args.models)
     written = write_all(spec, cells, args.out)
     summary = {f"{m}/{t}": vars(c) for (m, t), c in cells.items()}
     atomic_write_json(args.out / "matrix_cells.json", {"spec": str(args.spec), "cells": summary})
-    failed = sum(c.status != "completed" for c in cells.values())
-    done = f"{len(cells) - failed}/{len(cells)} cells completed"
+    failed = sum(c.status == FAILED for c in cells.values())
+    done = f"{sum(c.status == 'completed' for c in cells.values())}/{len(cells)} cells completed"
     print(f"lit_lora matrix: {done} -> {args.out}/{{{','.join(written)}}}")
     if failed:
         raise SystemExit(1)

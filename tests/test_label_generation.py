@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from lit_lora.data import AGNewsGenerationDataModule, SST2GenerationDataModule
 from lit_lora.errors import LitLoraError
 from lit_lora.models._choice_scores import choice_scores
-from lit_lora.models._lm_metrics import label_matches
+from lit_lora.models._lm_metrics import label_matches, token_nll
+from lit_lora.models.causal_lm import label_replies
 from tests.helpers import trainer
 from tests.test_causal_lm import causal_lm
 
@@ -97,13 +98,17 @@ def test_an_unknown_label_name_is_a_one_line_error(tiny_llama, tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_choice_scores_equal_a_direct_log_likelihood_on_unpadded_rows(tiny_llama, ag_dir):
-    data = ag_news(tiny_llama, ag_dir)
+@pytest.mark.parametrize("decoder", ["tiny_llama", "tiny_gpt2"])
+def test_choice_scores_equal_a_direct_log_likelihood_on_unpadded_rows(decoder, ag_dir, request):
+    model_dir = request.getfixturevalue(decoder)
+    data = ag_news(model_dir, ag_dir)
     data.setup("test")
     batch = next(iter(data.test_dataloader()))
     assert (batch["prompt_attention_mask"] == 0).any()  # the batch has left padding to get right
+    lengths = {len(choice) for row in batch["label_choices"] for choice in row}
+    assert max(lengths) > 1 and len(lengths) > 1  # multi-token choices of different lengths share the cache
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     with torch.no_grad():
         scores = choice_scores(
             model, batch["prompt_input_ids"], batch["prompt_attention_mask"], batch["label_choices"], 0
@@ -117,6 +122,35 @@ def test_choice_scores_equal_a_direct_log_likelihood_on_unpadded_rows(tiny_llama
                 direct.append(log_probs.gather(-1, torch.tensor(choice)[:, None]).sum())
             assert torch.allclose(scores[row], torch.stack(direct), atol=1e-4)
             assert scores[row].argmax() == torch.stack(direct).argmax()
+
+
+def test_one_pass_over_the_prompts_gives_the_loss_and_accuracy_of_separate_passes(tiny_llama, ag_dir):
+    """Label batches are scored from one shared prompt pass; the reply's loss must equal a full forward's."""
+    data = ag_news(tiny_llama, ag_dir, batch_size=6)
+    data.setup("test")
+    batch = next(iter(data.test_dataloader()))
+    model = causal_lm(tiny_llama)
+    model.configure_model()
+    torch.manual_seed(0)
+    for name, parameter in model.peft_model.named_parameters():
+        if "lora_B" in name:  # a trained-looking adapter, not the identity it starts as
+            parameter.data.normal_(0.0, 0.1)
+    model.eval()
+    assert label_replies(batch["labels"], batch["label"], batch["label_choices"]) is not None
+    with torch.no_grad():
+        model._eval_step(batch, "test")
+        nll, tokens = token_nll(model(batch).logits, batch["labels"])
+        prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
+        scores = choice_scores(model.peft_model, prompt_ids, prompt_mask, batch["label_choices"], 0)
+    assert int(model.test_nll.tokens) == int(tokens)
+    assert torch.allclose(model.test_nll.nll, nll, rtol=1e-5)
+    expected = (scores.argmax(dim=1) == batch["label"]).float().mean()
+    assert torch.isclose(model.test_acc.compute(), expected)
+    # A gold reply that is not a choice + EOS is scored by its own forward instead.
+    mangled = batch["labels"].clone()
+    first_reply_token = (mangled[0] != -100).nonzero()[0, 0]
+    mangled[0, first_reply_token] += 1
+    assert label_replies(mangled, batch["label"], batch["label_choices"]) is None
 
 
 def test_generated_labels_match_on_their_first_line_or_word():

@@ -209,3 +209,46 @@ def test_spec_errors_are_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("lit_lora: error: ") and "\n" not in err and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_tasks_and_models_select_cells_and_the_rest_show_as_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = [
+        {"name": "lora", "adapter": str(tmp_path), "own_task": "loss"},
+        {"name": "base", "adapter": None},
+    ]
+    spec, out = _spec(tmp_path / "spec.yaml", tmp_path, tmp_path, models), tmp_path / "out"
+    launched: list[tuple[str, str]] = []
+
+    def fake_test(command: list[str], log: Path) -> int:  # a finished test record, no process
+        cell_dir = Path(command[command.index("--trainer.default_root_dir") + 1])
+        model, task = cell_dir.parent.name, cell_dir.name
+        launched.append((model, task))
+        record = {"stage": "test", "status": "completed", "metrics": {f"test/{task}": len(launched)}}
+        (cell_dir / "results.json").write_text(json.dumps(record))
+        return 0
+
+    monkeypatch.setattr(matrix, "_launch", fake_test)
+    main(["matrix", str(spec), "--out", str(out), "--tasks", "loss"])
+    assert launched == [("lora", "loss"), ("base", "loss")]
+    rows = _rows(out)
+    assert (rows["lora"]["loss"], rows["lora"]["ppl"], rows["base"]["ppl"]) == (
+        "1.0000",
+        "not run",
+        "not run",
+    )
+    assert "Failed cells" not in (out / "matrix.md").read_text()
+
+    main(["matrix", str(spec), "--out", str(out), "--models", "base"])  # base's other column only
+    assert launched[2:] == [("base", "ppl")]
+    rows = _rows(out)
+    cells = rows["lora"]["loss"], rows["lora"]["ppl"], rows["base"]["ppl"]
+    assert cells == ("1.0000", "not run", "3.0000")
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["matrix", str(spec), "--out", str(out), "--tasks", "los"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--tasks: los not in" in error and "it has: loss, ppl" in error

@@ -16,28 +16,54 @@ def choice_scores(
     choices: Sequence[Sequence[Sequence[int]]],
     pad_token_id: int,
 ) -> torch.Tensor:
-    """(rows, choices) summed log-likelihoods of ``choices[row][k]``'s tokens following the row's prompt.
+    """(rows, choices) summed log-likelihoods of ``choices[row][k]``'s tokens following the row's prompt."""
+    return choice_token_log_probs(model, prompt_ids, prompt_mask, choices, pad_token_id).sum(dim=-1)
 
-    Prompts are left-padded, so all end at the same column; one forward per choice appends that choice's
-    tokens (right-padded where rows' choices differ in length) and reads the log-probabilities at the
-    prompt's end onwards. Positions come from the mask, so padding does not shift a row's positions.
+
+def choice_token_log_probs(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    choices: Sequence[Sequence[Sequence[int]]],
+    pad_token_id: int,
+) -> torch.Tensor:
+    """(rows, choices, longest choice) log-probability of each token of ``choices[row][k]``; 0 past its end.
+
+    The prompt is run once and its key/value cache is shared by every choice: the cache is repeated per
+    choice and all choices' remaining tokens go through one small forward. (A forward per choice over the
+    whole prompt cost a label set's worth of prompt passes.) Prompts are left-padded, so all end at the
+    same column; positions come from the mask, so padding does not shift a row's positions.
     """
-    width = prompt_ids.shape[1]
-    scores = []
-    for k in range(len(choices[0])):
-        rows = [list(row[k]) for row in choices]
-        longest = max(len(r) for r in rows)
-        tokens = torch.tensor(
-            [r + [pad_token_id] * (longest - len(r)) for r in rows], device=prompt_ids.device
-        )
-        kept = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows], device=prompt_ids.device)
-        mask = torch.cat([prompt_mask, kept], dim=1)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    rows, n_choices = prompt_ids.shape[0], len(choices[0])
+    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
+    prompt_out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,  # only the last position predicts a choice's first token
+    )
+    first_log_probs = F.log_softmax(prompt_out.logits[:, -1].float(), dim=-1)
+
+    flat = [list(row[k]) for row in choices for k in range(n_choices)]  # row-major: row * n_choices + k
+    longest = max(len(tokens) for tokens in flat)
+    tokens = torch.tensor([t + [pad_token_id] * (longest - len(t)) for t in flat], device=prompt_ids.device)
+    kept = torch.tensor([[1] * len(t) + [0] * (longest - len(t)) for t in flat], device=prompt_ids.device)
+    picked = first_log_probs.repeat_interleave(n_choices, dim=0).gather(-1, tokens[:, :1])
+    if longest > 1:
+        # Token t of a choice is predicted by the forward over its token t - 1, after the shared prompt.
+        cache = prompt_out.past_key_values
+        cache.batch_repeat_interleave(n_choices)
+        mask = torch.cat([prompt_mask.repeat_interleave(n_choices, dim=0), kept[:, :-1]], dim=1)
+        start = positions[:, -1:].repeat_interleave(n_choices, dim=0) + 1
+        steps = torch.arange(longest - 1, device=prompt_ids.device)
         logits = model(
-            input_ids=torch.cat([prompt_ids, tokens], dim=1), attention_mask=mask, position_ids=positions
+            input_ids=tokens[:, :-1],
+            attention_mask=mask,
+            position_ids=start + steps,
+            past_key_values=cache,
+            use_cache=True,
         ).logits
-        # Position t predicts token t + 1: the prompt's last position predicts the choice's first token.
-        log_probs = F.log_softmax(logits[:, width - 1 : width - 1 + longest].float(), dim=-1)
-        picked = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        scores.append((picked * kept).sum(dim=1))
-    return torch.stack(scores, dim=1)
+        rest = F.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+        picked = torch.cat([picked, rest], dim=1)
+    return (picked * kept).view(rows, n_choices, longest)

@@ -14,8 +14,9 @@ from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import extract_answer, is_correct
 from lit_lora.models._build import load_config, resolve_model_path
-from lit_lora.models._choice_scores import choice_scores
+from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
 from lit_lora.models._lm_metrics import (
+    IGNORE,
     ChoiceAccuracy,
     LabelExactMatch,
     NumericExactMatch,
@@ -157,24 +158,41 @@ class CausalLM(PeftModule):
         self._window_tokens = None  # a new fit may bring new data or another accumulation count
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        nll, tokens = token_nll(self(batch).logits, batch["labels"])
-        getattr(self, f"{stage}_nll").update(nll, tokens)
         choices = batch.get("label_choices")
-        if choices is not None:
-            scores = choice_scores(
-                self.peft_model,
-                batch["prompt_input_ids"],
-                batch["prompt_attention_mask"],
-                choices,
-                self._pad_id,
-            )
-            getattr(self, f"{stage}_acc").update(scores, batch["label"])
+        replies = None if choices is None else label_replies(batch["labels"], batch["label"], choices)
+        if replies is not None:
+            self._score_label_replies(batch, choices, replies, stage)
+        else:
+            nll, tokens = token_nll(self(batch).logits, batch["labels"])
+            getattr(self, f"{stage}_nll").update(nll, tokens)
+            if choices is not None:
+                prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
+                scores = choice_scores(self.peft_model, prompt_ids, prompt_mask, choices, self._pad_id)
+                getattr(self, f"{stage}_acc").update(scores, batch["label"])
         if self.generate_in_eval and "reference" in batch:
             # A label word needs a few tokens, not a worked answer's budget: stop one past the longest.
             limit = None if choices is None else max(len(c) for row in choices for c in row) + 1
             generations = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"], limit)
             metric = "exact_match" if choices is None else "label_match"
             getattr(self, f"{stage}_{metric}").update(generations, batch["reference"])
+
+    def _score_label_replies(
+        self, batch: Batch, choices: list[list[list[int]]], replies: list[list[list[int]]], stage: str
+    ) -> None:
+        """One pass scores every label word (``acc``) and gives the gold reply's loss (``loss``, ``ppl``).
+
+        Each choice is scored followed by EOS, so the gold choice's tokens are exactly the reply that a
+        forward over prompt + reply would score: the same loss from one shared prompt pass, not two.
+        """
+        log_probs = choice_token_log_probs(
+            self.peft_model, batch["prompt_input_ids"], batch["prompt_attention_mask"], replies, self._pad_id
+        )
+        word_lengths = torch.tensor([[len(c) for c in row] for row in choices], device=log_probs.device)
+        in_word = torch.arange(log_probs.shape[-1], device=log_probs.device) < word_lengths[..., None]
+        getattr(self, f"{stage}_acc").update((log_probs * in_word).sum(dim=-1), batch["label"])
+        gold = log_probs[torch.arange(len(replies), device=log_probs.device), batch["label"]]
+        tokens = torch.tensor(sum(len(row[int(k)]) for row, k in zip(replies, batch["label"], strict=True)))
+        getattr(self, f"{stage}_nll").update(-gold.sum(), tokens.to(log_probs.device))
 
     def _eval_epoch_end(self, stage: str) -> None:
         token_nll_metric, exact_match = getattr(self, f"{stage}_nll"), getattr(self, f"{stage}_exact_match")
@@ -234,6 +252,20 @@ class CausalLM(PeftModule):
             correct = is_correct(row["generation"], reference)
             row.update(answer=extract_answer(row["generation"]), reference=reference, correct=correct)
         return rows
+
+
+def label_replies(
+    labels: torch.Tensor, gold: torch.Tensor, choices: list[list[list[int]]]
+) -> list[list[list[int]]] | None:
+    """Each row's choices as whole replies (label word, then the EOS its gold reply ends with), or None
+    when some gold reply is not its choice + EOS (then the reply is scored by its own forward)."""
+    replies = []
+    for row_labels, label, row_choices in zip(labels, gold.tolist(), choices, strict=True):
+        reply = row_labels[row_labels != IGNORE].tolist()
+        if not reply or reply[:-1] != list(row_choices[label]):
+            return None
+        replies.append([[*choice, reply[-1]] for choice in row_choices])
+    return replies
 
 
 def refuse_generation_under_zero3(trainer: Any, stage: str, generate_in_eval: bool) -> None:
