@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import lightning as L
 import pytest
 import torch
@@ -42,3 +44,21 @@ def test_saved_adapter_evaluates_like_the_training_run(method, tiny_bert, tiny_s
     labels = torch.tensor([row["label"] for row in rows])
     truth = torch.tensor(data.splits["validation"]["labels"])
     assert len(rows) == 32 and (labels == truth).float().mean().item() == pytest.approx(logged["val/acc"])
+
+
+def test_a_saved_adapter_names_the_base_as_given_not_the_offline_copy(tmp_path):
+    """A hub name resolved offline to the packaged MiniLM must not leave this machine's path behind."""
+    from tests.conftest import minilm_path
+
+    minilm_path()  # skips without the package
+    module = classifier("sentence-transformers/all-MiniLM-L6-v2", num_labels=2)
+    module.configure_model()
+    module.method_hooks.save(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # and it loads again from that name, offline
+    adapter_path = str(tmp_path / "adapter")
+    reloaded = classifier("sentence-transformers/all-MiniLM-L6-v2", adapter_path=adapter_path, num_labels=2)
+    reloaded.configure_model()
+    loaded_config = reloaded.peft_model.peft_config["default"]
+    assert loaded_config.base_model_name_or_path == saved["base_model_name_or_path"]

@@ -187,6 +187,9 @@ class PeftModule(L.LightningModule):
             base, self.adapter, self.task_type, heads, self._total_training_steps(), self.adapter_path
         )
         if self.adapter_path is None:
+            # PEFT records the folder the weights came from; a hub name resolved offline to a packaged or
+            # cached copy would then name a path of this machine. Saved adapters name what the user gave.
+            self.model.peft_config[ADAPTER].base_model_name_or_path = self.model_name_or_path
             self._hooks = self.adapter.hooks(self.model)
         else:  # a saved adapter, frozen: described by the method that recognises its config
             self._hooks = AdapterHooks(self.model, method_of(self.model.peft_config["default"]))
