@@ -111,7 +111,10 @@ def heatmap(spec: Spec, cells: Cells, path: Path) -> None:
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
             text = labels[i][j] if value is None else f"{value:.3g}"
-            color = "black" if value is not None and scaled[i][j] > 0.6 else "white"
+            if value is None:  # on the light grey background of a failed or missing cell
+                color = "dimgray"
+            else:
+                color = "black" if scaled[i][j] > 0.6 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
     ax.set_xticks(range(len(spec.tasks)), [f"{t.name}\n{t.metric}" for t in spec.tasks], fontsize=8)
     ax.set_yticks(range(len(spec.models)), [m.name for m in spec.models], fontsize=8)
