@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to fp32) before and after LoRA, on CPU:
-#   WikiText-2 test perplexity (first 64 blocks of 512 tokens), base vs LoRA on 96 blocks of train.txt;
+#   WikiText-2 test perplexity (the first 600 lines of test.txt in 512-token blocks), base vs LoRA on
+#   the first 700 lines of train.txt (one epoch);
 #   chat SFT on the four example sources of configs/data/chat: held-out assistant-token loss and the
 #   answers to configs/data/chat/validation_prompts.jsonl (three per domain) before and after.
 # GSM8K exact match base vs LoRA is the matrix of results/loracombench_smollm2_cpu (same models, same test rows).
@@ -30,9 +31,10 @@ step() {  # step NAME SUBCOMMAND ARGS...: one lit_lora run into $RUNS/NAME, its 
 }
 adapter() { echo "$RUNS/$1/lightning_logs/version_0/adapter"; }
 
-WIKI=(--config configs/wikitext2_smollm2.yaml --data.data_dir "$DATA/wikitext2" --data.max_eval_samples 64)
+# max_*_samples count lines of the text files (before they are cut into blocks).
+WIKI=(--config configs/wikitext2_smollm2.yaml --data.data_dir "$DATA/wikitext2" --data.max_eval_samples 600)
 step wikitext_base test "${WIKI[@]}"
-step wikitext_lora_fit fit "${WIKI[@]}" --data.max_train_samples 96 --data.max_eval_samples 16 \
+step wikitext_lora_fit fit "${WIKI[@]}" --data.max_train_samples 700 --data.max_eval_samples 200 \
   --trainer.num_sanity_val_steps 0
 step wikitext_lora test "${WIKI[@]}" --model.adapter_path "$(adapter wikitext_lora_fit)"
 
