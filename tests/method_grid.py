@@ -171,6 +171,26 @@ class _Losses(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
+def check_method_on_task(
+    task: str,
+    make_spec: Callable[[str], PeftMethod],
+    models: dict[str, Path],
+    directory: Path,
+    adapter_count: AdapterCount,
+    names: tuple[str, str],
+    atol: float = 0.0,
+) -> PeftModule:
+    """Every grid check for one method on one task module (each on a freshly built module); ``names`` is
+    the (method, label) pair results.json must carry. Returns the module that was saved and reloaded."""
+    check_trainable_count(build(task, make_spec(task), models), task, adapter_count)
+    check_only_adapter_and_head_get_gradients(build(task, make_spec(task), models), task)
+    check_merged_equals_unmerged(build(task, make_spec(task), models), task)
+    module = build(task, make_spec(task), models)
+    check_save_and_reload(module, task, models, directory, atol=atol)
+    check_described(module, *names)
+    return module
+
+
 def check_resume(spec: PeftMethod, tiny_bert: Path, tiny_sst2: Path, root: Path) -> None:
     """Stopped after one of two epochs and resumed from its checkpoint, a classifier run continues the
     uninterrupted run's loss curve and ends on its weights."""

@@ -21,12 +21,7 @@ def count(shapes: list[tuple[int, int]]) -> int:
 
 @pytest.mark.parametrize("task", grid.TASKS)
 def test_loraplus_on_task(task, tiny_models, tmp_path):
-    grid.check_trainable_count(grid.build(task, spec(task), tiny_models), task, count)
-    grid.check_only_adapter_and_head_get_gradients(grid.build(task, spec(task), tiny_models), task)
-    grid.check_merged_equals_unmerged(grid.build(task, spec(task), tiny_models), task)
-    module = grid.build(task, spec(task), tiny_models)
-    grid.check_save_and_reload(module, task, tiny_models, tmp_path / "adapter")
-    grid.check_described(module, "loraplus", "LoRA+")
+    grid.check_method_on_task(task, spec, tiny_models, tmp_path / "adapter", count, ("loraplus", "LoRA+"))
 
 
 def test_the_optimizer_trains_b_faster_than_a(tiny_models, tiny_sst2, tmp_path):

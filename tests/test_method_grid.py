@@ -27,9 +27,4 @@ COUNTS = {
 @pytest.mark.parametrize("method", METHODS)
 def test_method_on_task(method, task, tiny_models, tmp_path):
     spec, label = METHODS[method]
-    grid.check_trainable_count(grid.build(task, spec(task), tiny_models), task, COUNTS[method])
-    grid.check_only_adapter_and_head_get_gradients(grid.build(task, spec(task), tiny_models), task)
-    grid.check_merged_equals_unmerged(grid.build(task, spec(task), tiny_models), task)
-    module = grid.build(task, spec(task), tiny_models)
-    grid.check_save_and_reload(module, task, tiny_models, tmp_path / "adapter")
-    grid.check_described(module, method, label)
+    grid.check_method_on_task(task, spec, tiny_models, tmp_path / "adapter", COUNTS[method], (method, label))

@@ -25,13 +25,9 @@ def count(shapes: list[tuple[int, int]]) -> int:
 
 @pytest.mark.parametrize("task", grid.TASKS)
 def test_pissa_on_task(task, tiny_models, tmp_path):
-    grid.check_trainable_count(grid.build(task, spec(task), tiny_models), task, count)
-    grid.check_only_adapter_and_head_get_gradients(grid.build(task, spec(task), tiny_models), task)
-    grid.check_merged_equals_unmerged(grid.build(task, spec(task), tiny_models), task)
-    module = grid.build(task, spec(task), tiny_models)
     # The export is converted to plain LoRA on the unchanged base: equal up to float rounding.
-    grid.check_save_and_reload(module, task, tiny_models, tmp_path / "adapter", atol=1e-5)
-    grid.check_described(module, "pissa", "PiSSA")
+    names = ("pissa", "PiSSA")
+    grid.check_method_on_task(task, spec, tiny_models, tmp_path / "adapter", count, names, atol=1e-5)
 
 
 def test_pissa_starts_from_the_principal_singular_vectors(tiny_models, tmp_path):
