@@ -12,7 +12,7 @@ import torch
 
 from lit_lora import LoraSpec
 from lit_lora.data import SquadV2DataModule
-from lit_lora.metrics.squad_v2 import aggregate, exact, f1, normalize_answer, score
+from lit_lora.metrics.squad_v2 import aggregate, best_threshold, exact, f1, normalize_answer, score
 from lit_lora.models import QuestionAnswering
 from lit_lora.models._qa_decode import FeatureResult, decide, top_token_spans
 from tests.helpers import trainer
@@ -110,6 +110,40 @@ def test_aggregate_splits_answerable_and_unanswerable_and_counts_missing_as_wron
     assert result["HasAns_total"] == 2 and result["NoAns_total"] == 2
     assert aggregate({"a": "France"}, gold)["exact"] == pytest.approx(25.0)  # b, c, d missing
     assert "NoAns_exact" not in aggregate({"a": "France"}, {"a": ["France"]})
+
+
+def _scores_at(threshold, spans, margins, gold):
+    chosen = {q: "" if margins[q] > threshold else spans[q] for q in spans}
+    return aggregate(chosen, gold)
+
+
+def test_best_threshold_answers_exactly_the_questions_whose_null_margin_is_small_enough():
+    gold = {"a": ["Paris"], "b": [], "c": ["Rome"]}
+    spans = {"a": "Paris", "b": "Lyon", "c": "Milan"}
+    margins = {"a": 0.5, "b": 1.0, "c": -1.0}
+    best = best_threshold(spans, margins, gold)
+    # Answering a (and c, whose margin is lower) but not b: 2 of 3, where threshold 0 gets 1 of 3.
+    assert best["best_exact"] == pytest.approx(200 / 3) and best["best_exact_thresh"] == 0.5
+    assert _scores_at(0.0, spans, margins, gold)["exact"] == pytest.approx(100 / 3)
+    assert _scores_at(best["best_exact_thresh"], spans, margins, gold)["exact"] == best["best_exact"]
+    # When every answer is wrong, answering nothing is best and the threshold says so.
+    wrong = best_threshold({"a": "Lyon", "b": "Lyon"}, {"a": 0.2, "b": 0.1}, {"a": ["Paris"], "b": []})
+    assert wrong["best_exact"] == 50.0 and wrong["best_exact_thresh"] < 0.1
+
+
+def test_best_threshold_matches_a_brute_force_sweep():
+    rng = random.Random(0)
+    words = ["Paris", "Rome", "the Rome", "Lyon", "Rome and Paris"]
+    gold = {str(i): rng.choice([[], [rng.choice(words)]]) for i in range(40)}
+    spans = {q: rng.choice(words) for q in gold}
+    margins = {q: round(rng.uniform(-3, 3), 1) for q in gold}  # rounded: ties must be handled
+    best = best_threshold(spans, margins, gold)
+    candidates = [min(margins.values()) - 1, *margins.values()]
+    for name in ("exact", "f1"):
+        swept = max(_scores_at(t, spans, margins, gold)[name] for t in candidates)
+        assert best[f"best_{name}"] == pytest.approx(swept)
+        at_threshold = _scores_at(best[f"best_{name}_thresh"], spans, margins, gold)[name]
+        assert at_threshold == pytest.approx(swept)
 
 
 # ---- features ---------------------------------------------------------------------------------------
@@ -220,6 +254,11 @@ def test_fit_then_test_reports_official_metrics_that_predict_reproduces(tiny_ber
     names = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "start_acc", "end_acc")
     assert {f"test/{n}" for n in names} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
+    # The reported best threshold, used as the threshold, scores the reported best F1.
+    assert metrics["test/best_f1"] >= metrics["test/f1"]
+    module.null_score_diff_threshold = metrics["test/best_f1_thresh"]
+    (rescored,) = run.test(module, data)
+    assert rescored["test/f1"] == pytest.approx(metrics["test/best_f1"])
 
     # predict decodes in input order, test in length order: the same answers must come out
     predictions = [row for batch in run.predict(module, data) for row in batch]

@@ -79,3 +79,44 @@ def aggregate(predictions: Mapping[str, str], answers: Mapping[str, Sequence[str
         result[f"{prefix}f1"] = 100.0 * sum(per_question[q][1] for q in ids) / total if total else 0.0
         result[f"{prefix}total"] = float(total)
     return result
+
+
+def best_threshold(
+    span_answers: Mapping[str, str],
+    null_margins: Mapping[str, float],
+    answers: Mapping[str, Sequence[str]],
+) -> dict[str, float]:
+    """The official script's ``best_exact`` / ``best_f1`` and the thresholds that reach them.
+
+    ``span_answers`` holds each question's best span (what it answers when it answers), and
+    ``null_margins`` its null score minus that span's score; with threshold ``t`` a question answers its
+    span when its margin is at most ``t`` and "no answer" otherwise. Sweeping ``t`` over the margins
+    gives every distinct decision, so the best one is exact for these questions. Pick the threshold on
+    held-out training questions and pass it to the test run: chosen on the test questions themselves,
+    ``best_*`` overstate what the model would score.
+    """
+    ids = [qid for qid in answers if qid in span_answers and qid in null_margins]
+    start = {"exact": 0.0, "f1": 0.0}
+    gains: dict[str, list[tuple[float, float]]] = {"exact": [], "f1": []}
+    for qid in ids:
+        null_exact, null_f1 = score(answers[qid], "")
+        span_exact, span_f1 = score(answers[qid], span_answers[qid])
+        start["exact"] += null_exact
+        start["f1"] += null_f1
+        gains["exact"].append((null_margins[qid], span_exact - null_exact))
+        gains["f1"].append((null_margins[qid], span_f1 - null_f1))
+    total = max(len(answers), 1)  # questions missing from the predictions count as wrong
+    result: dict[str, float] = {}
+    for name, changes in gains.items():
+        changes.sort()
+        best, current = start[name], start[name]
+        # Answering nothing: any threshold below the smallest margin.
+        threshold = changes[0][0] - 1.0 if changes else 0.0
+        for i, (margin, gain) in enumerate(changes):
+            current += gain
+            tied_with_next = i + 1 < len(changes) and changes[i + 1][0] == margin
+            if not tied_with_next and current > best:
+                best, threshold = current, margin
+        result[f"best_{name}"] = 100.0 * best / total
+        result[f"best_{name}_thresh"] = threshold
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from torchmetrics import MeanMetric
 from transformers import AutoModelForQuestionAnswering
 
 from lit_lora.errors import LitLoraError
-from lit_lora.metrics.squad_v2 import aggregate
+from lit_lora.metrics.squad_v2 import aggregate, best_threshold
 from lit_lora.models._qa_decode import (
     FeatureResult,
     decide,
@@ -33,8 +34,10 @@ class QuestionAnswering(PeftModule):
     Validation and test decode every question from all its windows at epoch end (n-best spans inside
     the context, null answer when its score beats the best span's by the threshold) and log, per
     stage, ``exact`` and ``f1`` overall and for ``HasAns_`` / ``NoAns_`` questions (percentages, by the
-    official SQuAD v2 rules), ``start_acc`` / ``end_acc`` (fraction of windows whose start / end token
-    is right, CLS included) and ``loss``. ``predict`` returns one answer per question with its
+    official SQuAD v2 rules), ``best_exact`` / ``best_f1`` and the null thresholds that reach them
+    (``best_*_thresh``: choose ``null_score_diff_threshold`` by them on held-out questions),
+    ``start_acc`` / ``end_acc`` (fraction of windows whose start / end token is right, CLS included)
+    and ``loss``. ``predict`` returns one answer per question with its
     confidence; the empty answer means unanswerable.
     """
 
@@ -146,12 +149,23 @@ class QuestionAnswering(PeftModule):
         self.log(f"{stage}/start_acc", hits[0].float() / windows)
         self.log(f"{stage}/end_acc", hits[1].float() / windows)
         if results:
-            answers = decide(results, self.n_best, self.null_score_diff_threshold)
-            scores = aggregate({qid: a.text for qid, a in answers.items()}, gold_by_question(results))
-            for name, value in scores.items():
+            for name, value in self._answer_scores(results).items():
                 if not name.endswith("total"):
                     self.log(f"{stage}/{name}", value, prog_bar=name in ("exact", "f1"))
         self._reset()
+
+    def _answer_scores(self, results: list[FeatureResult]) -> dict[str, float]:
+        """Official scores at this threshold, plus the best threshold for these questions."""
+        spans = decide(results, self.n_best, threshold=math.inf)  # every question's best span
+        margins = {
+            qid: a.null_score - a.best_span_score if a.best_span_score is not None else math.inf
+            for qid, a in spans.items()
+        }
+        threshold = self.null_score_diff_threshold
+        chosen = {qid: "" if margins[qid] > threshold else a.text for qid, a in spans.items()}
+        gold = gold_by_question(results)
+        span_texts = {qid: a.text for qid, a in spans.items()}
+        return {**aggregate(chosen, gold), **best_threshold(span_texts, margins, gold)}
 
     def on_validation_epoch_start(self) -> None:
         self._reset()
