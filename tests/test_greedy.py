@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lit_lora.models import _greedy
+from lit_lora.models import _greedy, causal_lm
 from lit_lora.models._greedy import greedy_generate
 from lit_lora.models.causal_lm import projection_names
+from tests.test_causal_lm import causal_lm as build_causal_lm
 
 PROMPT_LENGTHS, NEW_TOKENS, PAD = (6, 2, 9, 4, 7), 16, 1
 
@@ -90,3 +91,24 @@ def test_a_cache_that_cannot_drop_rows_keeps_them_and_the_tokens(tiny_llama, mon
     monkeypatch.setattr(_greedy, "_can_drop_rows", lambda cache: False)
     replies = greedy_generate(model, ids, mask, NEW_TOKENS, stop, PAD)
     assert replies == hf_greedy(model, ids, mask, NEW_TOKENS, stop)
+
+
+def test_causal_lm_generates_with_it_unless_the_generation_config_edits_logits(tiny_llama, monkeypatch):
+    module = build_causal_lm(tiny_llama, max_new_tokens=12)
+    module.configure_model()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama, padding_side="left")
+    batch = tokenizer(
+        ["Tom has 3 apples and", "The", "She sells the remainder at the"], return_tensors="pt", padding=True
+    )
+    calls = []
+    monkeypatch.setattr(causal_lm, "greedy_generate", lambda *a: calls.append(a) or greedy_generate(*a))
+
+    def hugging_face() -> list[str]:
+        out = module.peft_model.generate(**batch, max_new_tokens=12, do_sample=False)
+        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    assert module.generate(batch["input_ids"], batch["attention_mask"]) == hugging_face()
+    assert len(calls) == 1
+    module.peft_model.generation_config.repetition_penalty = 3.0  # greedy_generate has no penalty: HF's
+    assert module.generate(batch["input_ids"], batch["attention_mask"]) == hugging_face()
+    assert len(calls) == 1
