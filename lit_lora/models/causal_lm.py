@@ -15,6 +15,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import extract_answer, is_correct
 from lit_lora.models._build import load_config, resolve_model_path
 from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
+from lit_lora.models._greedy import greedy_generate, is_plain_greedy
 from lit_lora.models._lm_metrics import (
     IGNORE,
     ChoiceAccuracy,
@@ -223,10 +224,17 @@ class CausalLM(PeftModule):
         generation_config = self.peft_model.generation_config
         stop = generation_config.eos_token_id
         stop = {*(stop if isinstance(stop, list) else [stop]), tokenizer.eos_token_id} - {None}
+        limit = min(self.max_new_tokens, max_new_tokens or self.max_new_tokens)
+        if is_plain_greedy(generation_config):
+            # Finished rows leave the batch: a batch costs its replies' lengths, not rows x the longest.
+            replies = greedy_generate(self.peft_model, input_ids, attention_mask, limit, stop, self._pad_id)
+            return tokenizer.batch_decode(replies, skip_special_tokens=True)
+        # The model's generation config edits the logits (a repetition penalty, ...) or searches beams:
+        # Hugging Face applies it, so that answers stay what they were with this model.
         output = self.peft_model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=min(self.max_new_tokens, max_new_tokens or self.max_new_tokens),
+            max_new_tokens=limit,
             do_sample=False,
             eos_token_id=sorted(stop),
             pad_token_id=self._pad_id,

@@ -1,0 +1,121 @@
+"""Greedy decoding that drops each row from the batch, and from its key/value cache, once it has stopped.
+
+Hugging Face's ``generate`` keeps a finished row in the batch (fed padding) until the last row stops, so
+a batch costs rows x the longest reply. Here a row leaves as soon as it emits a stop token: the cost
+follows the sum of the replies' lengths, and the tokens are the same as ``generate(do_sample=False)``'s.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+# Generation-config settings under which Hugging Face's greedy search is not a plain argmax (it edits
+# the logits, or searches beams), each with the values that leave it a plain argmax.
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "num_beams": (None, 1),
+    "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0),  # a decoder-only model's "encoder input" is its prompt
+    "no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None, []),
+    "sequence_bias": (None, {}),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "suppress_tokens": (None, []),
+    "begin_suppress_tokens": (None, []),
+    "exponential_decay_length_penalty": (None,),
+    "guidance_scale": (None, 1.0),
+    "remove_invalid_values": (None, False),
+    "watermarking_config": (None,),
+}
+
+
+def is_plain_greedy(generation_config: Any) -> bool:
+    """Whether ``generate(do_sample=False)`` under ``generation_config`` is an argmax per step."""
+    return all(getattr(generation_config, name, None) in neutral for name, neutral in _NEUTRAL.items())
+
+
+def _cache_keyword(model: Any) -> str:
+    # Recent transformers 5 releases call it ``cache`` (``past_key_values`` goes in 5.40); 4.x, the old name.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _can_drop_rows(cache: Any) -> bool:
+    # Static and linear-attention (recurrent) layers, and legacy tuple caches, cannot select rows.
+    layers = getattr(cache, "layers", None)
+    return layers is not None and all(hasattr(layer, "batch_select_indices") for layer in layers)
+
+
+# no_grad, not inference_mode: tensors made in inference mode (a module's lazily built buffer) cannot be
+# saved for backward or updated in place afterwards, and a callback may generate in mid-training.
+@torch.no_grad()
+def greedy_generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    stop_ids: set[int],
+    pad_id: int,
+) -> list[list[int]]:
+    """Each left-padded prompt's greedy continuation: new token ids, ending with its stop token if any.
+
+    ``model`` is a causal LM (or a PEFT model around one) whose forward takes ``position_ids``, a cache
+    and ``logits_to_keep``. Positions come from the mask, as in ``generate``, so padding does not shift
+    a row. A cache that cannot drop rows keeps finished rows, fed ``pad_id`` as ``generate`` does: the
+    same tokens at the old cost. The model's train/eval mode is left alone.
+    """
+    generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    if max_new_tokens < 1:
+        return generated
+    position = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    keyword = _cache_keyword(model)
+    cache, mask, position = getattr(out, keyword), attention_mask, position[:, -1:]
+    if cache is None:  # each step would see only its own token
+        raise ValueError("greedy_generate needs a model that returns its key/value cache")
+    drop = _can_drop_rows(cache)
+    rows = list(range(input_ids.shape[0]))  # the prompt each batch row continues
+    finished: set[int] = set()
+    for step in range(max_new_tokens):
+        tokens = out.logits[:, -1].argmax(dim=-1)
+        keep = []  # batch rows still running
+        for i, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if row in finished:
+                continue
+            generated[row].append(token)
+            if token in stop_ids:
+                finished.add(row)
+            else:
+                keep.append(i)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if drop and len(keep) < len(rows):
+            index = torch.tensor(keep, device=tokens.device)
+            cache.batch_select_indices(index)
+            tokens, mask, position = tokens[index], mask[index], position[index]
+            rows = [rows[i] for i in keep]
+        elif not drop:
+            done = torch.tensor([row in finished for row in rows], device=tokens.device)
+            tokens = tokens.masked_fill(done, pad_id)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        position = position + 1
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=position,
+            use_cache=True,
+            **{keyword: cache},
+            logits_to_keep=1,
+        )
+    return generated
