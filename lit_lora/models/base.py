@@ -28,6 +28,7 @@ from lit_lora.models._build import (
     wrap_with_adapter,
 )
 from lit_lora.models._checkpoint import check_checkpoint_keys, restore_rng_states, rng_states
+from lit_lora.models._footprint import weight_footprint_bytes
 from lit_lora.models._optim import configure as configure_optimization
 from lit_lora.models._packaged import describe_model
 from lit_lora.models._resume import resume_train_loader_position
@@ -324,4 +325,7 @@ class PeftModule(L.LightningModule):
             "target_modules": sorted(config.target_modules) if config.target_modules else None,
             **hooks.describe(),  # method, its label, ranks
             "parameters": {**self.parameter_counts(), **hooks.extra_parameter_counts()},
+            # The weights alone (frozen base as stored, adapters, quantisation constants): what NF4
+            # or int8 saves, which a process peak dominated by activations and the runtime hides.
+            "weight_memory_mb": round(weight_footprint_bytes(self.peft_model) / 2**20, 2),
         }
