@@ -112,6 +112,7 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
         "total": params.get("total"),
         "trainable_pct": _share(params.get("trainable_at_final_budget"), params)
         or params.get("trainable_pct"),
+        "weight_memory_mb": fit.get("weight_memory_mb"),
         **{k: fit.get(k) for k in ("peak_memory_mb", "memory_kind", "train_time_s", "wall_time_s")},
         **{k: fit.get(k) for k in ("samples_per_s", "train_samples", "global_steps", "epochs")},
     }
@@ -231,6 +232,7 @@ def summarize(groups: list[tuple[str, list[Row]]], split: str) -> list[Row]:
                 [r.get(f"{split}/{name}") for r in runs]
             )
         row["trainable"], row["trainable_pct"] = runs[0]["trainable"], runs[0]["trainable_pct"]
+        row["weight_memory_mb"] = runs[0].get("weight_memory_mb")  # one configuration: the same weights
         for name, key in (("memory_mb", "peak_memory_mb"), ("time_s", "train_time_s")):
             row[f"{name}_mean"], row[f"{name}_std"] = stats([r.get(key) for r in runs])
         row["samples_per_s_mean"], row["samples_per_s_std"] = stats([r.get("samples_per_s") for r in runs])
@@ -250,7 +252,7 @@ def markdown(
     }
     head = ["Config", "Approach"]
     head += [f"{TITLES.get(n, n)} ({split}{', %' if percent[n] else ''})" for n in names]
-    head += ["Params (%)", "Memory (MB)", "Time (s)", "samples/s", "n"]
+    head += ["Params (%)", "Weights (MB)", "Memory (MB)", "Time (s)", "samples/s", "n"]
     lines = ["# lit_lora report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         pct = s["trainable_pct"]
@@ -260,7 +262,8 @@ def markdown(
             key = SUMMARY_NAMES.get(name, name)
             scale, digits = (100, 2) if percent[name] else (1, 4)
             cells.append(fmt(s.get(f"{key}_mean"), s.get(f"{key}_std"), digits, scale))
-        cells.append(pct)
+        weights = s.get("weight_memory_mb")
+        cells += [pct, "–" if weights is None else f"{weights:.1f}"]
         cells += [fmt(s["memory_mb_mean"], s["memory_mb_std"], 0), fmt(s["time_s_mean"], s["time_s_std"], 1)]
         cells += [fmt(s["samples_per_s_mean"], s["samples_per_s_std"], 1), str(s["n"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -271,8 +274,10 @@ def markdown(
         "a single run shows no ±. Metrics are every final "
         + ("test" if split == "test" else "validation")
         + " metric the runs logged. Params: trainable share of all parameters.",
+        "Weights: the model's weights as stored (quantised ones packed, their constants included);",
+        "Memory: the peak of the whole run beside them.",
         "Time: training only (validation excluded); samples/s: training samples per second of it.",
-        "Memory: " + "; ".join(f"{k} = {MEMORY_KINDS.get(k, k)}" for k in kinds) + ".",
+        "Memory kinds: " + "; ".join(f"{k} = {MEMORY_KINDS.get(k, k)}" for k in kinds) + ".",
     ]
     if skipped:
         lines.append(f"{skipped} records with no fit record in their directory were skipped.")

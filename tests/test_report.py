@@ -66,7 +66,9 @@ def runs(tmp_path: Path) -> Path:
     for seed, acc in ACCS.items():
         metrics = {"val/acc": acc, "val/f1": acc - 0.05}
         write_result(root / f"r8_s{seed}", seed=seed, metrics=metrics, peak_memory_mb=MEMS[seed])
-    write_result(root / "r16_s1", seed=1, r=16, metrics={"val/acc": 0.9, "val/f1": 0.88})
+    write_result(
+        root / "r16_s1", seed=1, r=16, metrics={"val/acc": 0.9, "val/f1": 0.88}, weight_memory_mb=87.25
+    )
     write_result(root / "orphan_test", stage="test", metrics={"test/acc": 0.5})
     return root
 
@@ -86,6 +88,8 @@ def test_mean_and_sample_std_over_seeds(runs: Path, tmp_path: Path) -> None:
     mean, std = 100 * statistics.mean(ACCS.values()), 100 * statistics.stdev(ACCS.values())
     assert f"| {mean:.2f} ± {std:.2f} |" in table
     assert "| 90.00 |" in table  # the single-seed row has no ±
+    assert "| 1.60 | 87.2 | 500 |" in table  # params %, weights, peak memory
+    assert "| 0.80 | – | 533 ± 25 |" in table  # runs recorded before weight_memory_mb show a dash
     assert "1 records with no fit record" in table
     assert len(read_csv(out / "results.csv")) == 4
 
