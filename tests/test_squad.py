@@ -123,7 +123,7 @@ def test_best_threshold_answers_exactly_the_questions_whose_null_margin_is_small
     margins = {"a": 0.5, "b": 1.0, "c": -1.0}
     best = best_threshold(spans, margins, gold)
     # Answering a (and c, whose margin is lower) but not b: 2 of 3, where threshold 0 gets 1 of 3.
-    assert best["best_exact"] == pytest.approx(200 / 3) and best["best_exact_thresh"] == 0.5
+    assert best["best_exact"] == pytest.approx(200 / 3) and best["best_exact_thresh"] == 0.75
     assert _scores_at(0.0, spans, margins, gold)["exact"] == pytest.approx(100 / 3)
     assert _scores_at(best["best_exact_thresh"], spans, margins, gold)["exact"] == best["best_exact"]
     # When every answer is wrong, answering nothing is best and the threshold says so.

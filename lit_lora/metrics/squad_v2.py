@@ -91,7 +91,8 @@ def best_threshold(
     ``span_answers`` holds each question's best span (what it answers when it answers), and
     ``null_margins`` its null score minus that span's score; with threshold ``t`` a question answers its
     span when its margin is at most ``t`` and "no answer" otherwise. Sweeping ``t`` over the margins
-    gives every distinct decision, so the best one is exact for these questions. Pick the threshold on
+    gives every distinct decision, so the best one is exact for these questions; the threshold
+    returned lies midway between the last margin answered and the next. Pick the threshold on
     held-out training questions and pass it to the test run: chosen on the test questions themselves,
     ``best_*`` overstate what the model would score.
     """
@@ -114,9 +115,11 @@ def best_threshold(
         threshold = changes[0][0] - 1.0 if changes else 0.0
         for i, (margin, gain) in enumerate(changes):
             current += gain
-            tied_with_next = i + 1 < len(changes) and changes[i + 1][0] == margin
-            if not tied_with_next and current > best:
-                best, threshold = current, margin
+            following = changes[i + 1][0] if i + 1 < len(changes) else margin + 2.0
+            if following != margin and current > best:
+                # Midway to the next margin, not the margin itself: logged as float32, a threshold equal
+                # to a margin can round below it and stop answering that question.
+                best, threshold = current, (margin + following) / 2
         result[f"best_{name}"] = 100.0 * best / total
         result[f"best_{name}_thresh"] = threshold
     return result
