@@ -9,6 +9,20 @@ import torch
 import torch.nn.functional as F
 
 
+def prefill(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """One cached forward over left-padded prompts, logits for the last position only, and the positions
+    used (from the mask, so padding does not shift a row)."""
+    positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,  # only the last position predicts what comes next
+    )
+    return out, positions
+
+
 def choice_scores(
     model: Any,
     prompt_ids: torch.Tensor,
@@ -35,14 +49,7 @@ def choice_token_log_probs(
     same column; positions come from the mask, so padding does not shift a row's positions.
     """
     rows, n_choices = prompt_ids.shape[0], len(choices[0])
-    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
-    prompt_out = model(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,  # only the last position predicts a choice's first token
-    )
+    prompt_out, positions = prefill(model, prompt_ids, prompt_mask)
     first_log_probs = F.log_softmax(prompt_out.logits[:, -1].float(), dim=-1)
 
     flat = [list(row[k]) for row in choices for k in range(n_choices)]  # row-major: row * n_choices + k

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from lit_lora.models._choice_scores import prefill
+
 # Generation-config settings under which Hugging Face's greedy search is not a plain argmax (it edits
 # the logits, or searches beams), each with the values that leave it a plain argmax.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -72,14 +74,7 @@ def greedy_generate(
     generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     if max_new_tokens < 1:
         return generated
-    position = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    out, position = prefill(model, input_ids, attention_mask)
     keyword = _cache_keyword(model)
     cache, mask, position = getattr(out, keyword), attention_mask, position[:, -1:]
     if cache is None:  # each step would see only its own token
