@@ -7,10 +7,12 @@ from functools import partial
 
 import pandas as pd
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 from lit_lora import LitLoraError
 from lit_lora.data import AGNewsDataModule
+from lit_lora.data.base import holdout_rows
 from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk, is_padding_batch
 from lit_lora.models._token_window import WindowTokens
 from tests.helpers import sst2
@@ -142,6 +144,18 @@ def test_length_grouped_sampler_is_a_seeded_permutation_of_similar_length_batche
         max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in zip(*[iter(first)] * 10, strict=True)
     ]
     assert sum(spread) / len(spread) < 5  # random batches of 10 would spread ~80
+
+
+def test_length_grouped_sampler_ignores_the_default_device():
+    # Lightning sizes the train loader inside torch.device(<accelerator>) (on a GPU: cuda), where a
+    # CPU generator was refused; the order must not depend on that context either.
+    lengths = [(i * 37) % 101 for i in range(200)]
+    expected = list(LengthGroupedSampler(lengths, batch_size=10, seed=3))
+    expected_holdout = holdout_rows(200, 0.1)
+    with torch.device("meta"):
+        sampler = LengthGroupedSampler(lengths, batch_size=10, seed=3)
+        assert len(sampler) == 200 and list(sampler) == expected
+        assert holdout_rows(200, 0.1) == expected_holdout
 
 
 def test_training_batches_pad_less_than_random_batches(tiny_bert, shared_sst2):

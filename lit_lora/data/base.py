@@ -28,8 +28,8 @@ def holdout_rows(num_rows: int, size: float) -> list[int]:
     """Seeded, sorted row indices of train held out for validation: ``size`` a fraction or a count."""
     count = min(round(size * num_rows), HOLDOUT_CAP) if size < 1 else int(size)
     count = min(max(count, 1), num_rows - 1)
-    generator = torch.Generator().manual_seed(HOLDOUT_SEED)
-    return sorted(torch.randperm(num_rows, generator=generator)[:count].tolist())
+    generator = torch.Generator(device="cpu").manual_seed(HOLDOUT_SEED)
+    return sorted(torch.randperm(num_rows, generator=generator, device="cpu")[:count].tolist())
 
 
 class TextDataModule(L.LightningDataModule):

@@ -75,8 +75,11 @@ class LengthGroupedSampler(_RankSampler):
 
     def global_batches(self, epoch: int | None = None) -> list[list[int]]:
         """The batches of all ranks for ``epoch`` (default: the current one), before sharding and padding."""
-        generator = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else epoch))
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        # On the CPU explicitly: Lightning can ask for the length inside a default-device context
+        # (torch.device("cuda")), where a CPU generator would be refused.
+        seed = self.seed + (self.epoch if epoch is None else epoch)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        order = torch.randperm(len(self.lengths), generator=generator, device="cpu").tolist()
         span = self.batch_size * self.mega_batches
         batches: list[list[int]] = []
         for start in range(0, len(order), span):
@@ -84,7 +87,8 @@ class LengthGroupedSampler(_RankSampler):
             batches.extend(chunk(group, self.batch_size))
         full = [b for b in batches if len(b) == self.batch_size]
         short = [b for b in batches if len(b) < self.batch_size]
-        return [full[i] for i in torch.randperm(len(full), generator=generator).tolist()] + short
+        shuffled = torch.randperm(len(full), generator=generator, device="cpu").tolist()
+        return [full[i] for i in shuffled] + short
 
     def batches_of_rank(self, epoch: int, rank: int) -> list[list[int]]:
         """The batches that ``rank`` trains on in ``epoch``."""
