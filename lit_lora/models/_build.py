@@ -117,7 +117,11 @@ def wrap_with_adapter(
         return model
     config = adapter.to_peft_config(task_type, modules_to_save, total_steps)
     try:
-        return get_peft_model(base, config)
+        # Lightning builds the model under a default-device context (torch.device("cuda")), where PEFT's
+        # CPU-generator initialisations (VeRA's shared projections) fail. Built on the CPU, PEFT moves
+        # each adapter to its base layer's device, and a seed gives the same adapter on every device.
+        with torch.device("cpu"):
+            return get_peft_model(base, config)
     except ValueError as err:
         if "target" not in str(err).lower():
             raise
