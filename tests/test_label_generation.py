@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from lit_lora.data import AGNewsGenerationDataModule, SST2GenerationDataModule
 from lit_lora.errors import LitLoraError
+from lit_lora.metrics.language_model import label_matches, token_nll
 from lit_lora.models._choice_scores import choice_scores
-from lit_lora.models._lm_metrics import label_matches, token_nll
 from lit_lora.models.causal_lm import label_replies
 from tests.helpers import trainer
 from tests.test_causal_lm import causal_lm

@@ -13,10 +13,7 @@ from transformers.pytorch_utils import Conv1D
 from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import extract_answer, is_correct
-from lit_lora.models._build import load_config, resolve_model_path
-from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
-from lit_lora.models._greedy import greedy_generate, is_plain_greedy
-from lit_lora.models._lm_metrics import (
+from lit_lora.metrics.language_model import (
     IGNORE,
     ChoiceAccuracy,
     LabelExactMatch,
@@ -25,6 +22,9 @@ from lit_lora.models._lm_metrics import (
     label_matches,
     token_nll,
 )
+from lit_lora.models._build import load_config, resolve_model_path
+from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
+from lit_lora.models._greedy import greedy_generate, is_plain_greedy
 from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
 
