@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from peft import TaskType
+from torch import nn
 from torchmetrics import MeanMetric
 from transformers import AutoModelForQuestionAnswering
 
@@ -68,8 +69,8 @@ class QuestionAnswering(PeftModule):
         self._results: list[FeatureResult] = []
         self._hits = torch.zeros(3, dtype=torch.long)  # right starts, right ends, windows
 
-    def _on_model_built(self) -> None:
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+    def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
+        return {"loss": MeanMetric()}
 
     def forward(self, batch: Batch) -> Any:
         inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -120,7 +121,7 @@ class QuestionAnswering(PeftModule):
         outputs = self(batch)
         start, end = outputs.start_logits.float(), outputs.end_logits.float()
         size = start.shape[0]
-        getattr(self, f"{stage}_loss").update(self._span_loss(outputs, batch), weight=size)
+        self.stage_metrics[stage]["loss"].update(self._span_loss(outputs, batch), weight=size)
         padding = ~batch["attention_mask"].bool()
         for column, logits in enumerate((start, end)):
             predicted = logits.masked_fill(padding, -torch.inf).argmax(dim=-1)
@@ -142,9 +143,8 @@ class QuestionAnswering(PeftModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         results, hits = self._gathered()
-        loss = getattr(self, f"{stage}_loss")
+        loss = self.stage_metrics[stage]["loss"]
         self.log(f"{stage}/loss", loss.compute())  # row-weighted over all ranks (MeanMetric syncs)
-        loss.reset()
         windows = max(int(hits[2]), 1)
         self.log(f"{stage}/start_acc", hits[0].float() / windows)
         self.log(f"{stage}/end_acc", hits[1].float() / windows)
@@ -168,9 +168,11 @@ class QuestionAnswering(PeftModule):
         return {**aggregate(chosen, gold), **best_threshold(span_texts, margins, gold)}
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self._reset()
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self._reset()
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
