@@ -17,8 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lit_lora.adapters import AdaLoraSpec, LoraSpec
 from lit_lora.data import GSM8KDataModule, WikiTextDataModule
 from lit_lora.errors import LitLoraError
+from lit_lora.metrics.language_model import token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models._lm_metrics import token_nll
 from lit_lora.models.causal_lm import refuse_generation_under_zero3
 from lit_lora.tiny_decoder import BUILTIN_TEXT
 from tests.conftest import GSM8K_ROWS, SHARED_DATA

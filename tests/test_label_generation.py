@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from lit_lora.data import AGNewsGenerationDataModule, SST2GenerationDataModule
 from lit_lora.errors import LitLoraError
+from lit_lora.metrics.language_model import label_matches, token_nll
 from lit_lora.models._choice_scores import choice_scores
-from lit_lora.models._lm_metrics import label_matches, token_nll
 from lit_lora.models.causal_lm import label_replies
 from tests.helpers import trainer
 from tests.test_causal_lm import causal_lm
@@ -142,10 +142,11 @@ def test_one_pass_over_the_prompts_gives_the_loss_and_accuracy_of_separate_passe
         nll, tokens = token_nll(model(batch).logits, batch["labels"])
         prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
         scores = choice_scores(model.peft_model, prompt_ids, prompt_mask, batch["label_choices"], 0)
-    assert int(model.test_nll.tokens) == int(tokens)
-    assert torch.allclose(model.test_nll.nll, nll, rtol=1e-5)
+    metrics = model.stage_metrics["test"]
+    assert int(metrics["nll"].tokens) == int(tokens)
+    assert torch.allclose(metrics["nll"].nll, nll, rtol=1e-5)
     expected = (scores.argmax(dim=1) == batch["label"]).float().mean()
-    assert torch.isclose(model.test_acc.compute(), expected)
+    assert torch.isclose(metrics["acc"].compute(), expected)
     # A gold reply that is not a choice + EOS is scored by its own forward instead.
     mangled = batch["labels"].clone()
     first_reply_token = (mangled[0] != -100).nonzero()[0, 0]

@@ -7,12 +7,21 @@ import math
 import random
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 
 from lit_lora import LoraSpec
 from lit_lora.data import SquadV2DataModule
-from lit_lora.metrics.squad_v2 import aggregate, best_threshold, exact, f1, normalize_answer, score
+from lit_lora.metrics.squad_v2 import (
+    aggregate,
+    best_threshold,
+    exact,
+    f1,
+    normalize_answer,
+    score,
+    threshold_scores,
+)
 from lit_lora.models import QuestionAnswering
 from lit_lora.models._qa_decode import FeatureResult, decide, top_token_spans
 from tests.helpers import trainer
@@ -126,6 +135,7 @@ def test_best_threshold_answers_exactly_the_questions_whose_null_margin_is_small
     assert best["best_exact"] == pytest.approx(200 / 3) and best["best_exact_thresh"] == 0.75
     assert _scores_at(0.0, spans, margins, gold)["exact"] == pytest.approx(100 / 3)
     assert _scores_at(best["best_exact_thresh"], spans, margins, gold)["exact"] == best["best_exact"]
+    assert threshold_scores(spans, margins, gold, 0.0) == {**_scores_at(0.0, spans, margins, gold), **best}
     # When every answer is wrong, answering nothing is best and the threshold says so.
     wrong = best_threshold({"a": "Lyon", "b": "Lyon"}, {"a": 0.2, "b": 0.1}, {"a": ["Paris"], "b": []})
     assert wrong["best_exact"] == 50.0 and wrong["best_exact_thresh"] < 0.1
@@ -270,6 +280,39 @@ def test_fit_then_test_reports_official_metrics_that_predict_reproduces(tiny_ber
     rescored = aggregate({row["id"]: row["answer"] for row in predictions}, gold)
     assert rescored["exact"] == pytest.approx(metrics["test/exact"])
     assert rescored["f1"] == pytest.approx(metrics["test/f1"])
+
+
+class WindowCounts(L.Callback):
+    """What the window metrics hold as each evaluation epoch ends (callbacks run before the module's hook)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+
+    def _record(self, module: QuestionAnswering, stage: str) -> None:
+        metrics = module.stage_metrics[stage]
+        self.seen.append((stage, int(metrics["span_acc"].windows), len(metrics["windows"].items)))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: QuestionAnswering) -> None:
+        self._record(module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, module: QuestionAnswering) -> None:
+        self._record(module, "test")
+
+
+def test_window_metrics_hold_one_epoch_of_one_stage(tiny_bert, tiny_squad, tmp_path):
+    module, counts = qa_model(tiny_bert), WindowCounts()
+    full, part = datamodule(tiny_bert, tiny_squad), datamodule(tiny_bert, tiny_squad, max_eval_samples=5)
+    run = trainer(tmp_path, max_epochs=2, limit_val_batches=1.0, callbacks=[counts])
+    run.fit(module, full)  # two validation epochs
+    run.validate(module, full)
+    run.test(module, part)
+    run.validate(module, part)
+    n_full, n_part = len(full.splits["validation"]), len(part.splits["validation"])
+    assert n_part < n_full
+    assert counts.seen == [("val", n_full, n_full)] * 3 + [("test", n_part, n_part), ("val", n_part, n_part)]
+    for stage in ("val", "test"):  # emptied once logged
+        metrics = module.stage_metrics[stage]
+        assert int(metrics["span_acc"].windows) == 0 and metrics["windows"].items == []
 
 
 def test_decisions_do_not_depend_on_window_order():

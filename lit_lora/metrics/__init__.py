@@ -1,1 +1,1 @@
-"""Task metrics that are pure functions of predictions and gold answers."""
+"""Every metric in one place: scoring rules (GSM8K, SQuAD v2) and the metric objects task modules update."""

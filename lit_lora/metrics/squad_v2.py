@@ -123,3 +123,18 @@ def best_threshold(
         result[f"best_{name}"] = 100.0 * best / total
         result[f"best_{name}_thresh"] = threshold
     return result
+
+
+def threshold_scores(
+    span_answers: Mapping[str, str],
+    null_margins: Mapping[str, float],
+    answers: Mapping[str, Sequence[str]],
+    threshold: float,
+) -> dict[str, float]:
+    """:func:`aggregate` of the answers chosen at ``threshold``, with :func:`best_threshold`'s best scores.
+
+    A question answers its best span (``span_answers``) when its null margin is at most ``threshold``,
+    and "no answer" otherwise, as in :func:`best_threshold`.
+    """
+    chosen = {qid: "" if null_margins[qid] > threshold else text for qid, text in span_answers.items()}
+    return {**aggregate(chosen, answers), **best_threshold(span_answers, null_margins, answers)}

@@ -14,12 +14,14 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from peft import PeftModel, TaskType, prepare_model_for_kbit_training
+from torch import nn
 
 from lit_lora._io import atomic_directory
 from lit_lora.adapters import Quantization
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.errors import LitLoraError
 from lit_lora.methods import ADAPTER, AdapterHooks, LoraSpec, PeftMethod, method_of
+from lit_lora.metrics.stages import StageMetrics
 from lit_lora.models._build import (
     head_module_names,
     keep_4bit_weights_trainable_layout,
@@ -44,6 +46,8 @@ class PeftModule(L.LightningModule):
 
     auto_model_class: ClassVar[Any]
     task_type: ClassVar[TaskType]
+    metric_stages: ClassVar[tuple[str, ...]] = ("val", "test")
+    stage_metrics: StageMetrics  # built with the model, from _new_metrics
 
     def __init__(
         self,
@@ -103,8 +107,13 @@ class PeftModule(L.LightningModule):
         """Extra ``from_pretrained`` keyword arguments of the task (e.g. num_labels)."""
         return {}
 
-    def _on_model_built(self) -> None:
-        """Create task state that depends on the built model (metrics, generation settings)."""
+    def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
+        """Fresh metric objects for ``stage`` (one of ``metric_stages``), by name.
+
+        Called once per stage after the model is built (the number of labels may come from the
+        datamodule); the objects live in ``self.stage_metrics[stage]``.
+        """
+        return {}
 
     def _trained_heads(self, config: Any) -> list[str]:
         """Modules trained in full and kept out of quantisation: by default the task head and pooler.
@@ -118,7 +127,10 @@ class PeftModule(L.LightningModule):
         raise NotImplementedError
 
     def _eval_epoch_end(self, stage: str) -> None:
-        """Log what needs the whole split (perplexity, SQuAD decoding) at the end of "val" or "test"."""
+        """Log what needs the whole split (perplexity, SQuAD decoding) at the end of "val" or "test".
+
+        The stage's metrics are reset right after, by the caller.
+        """
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if is_padding_batch(self.trainer.val_dataloaders, batch_idx):
@@ -136,11 +148,20 @@ class PeftModule(L.LightningModule):
         if getattr(self.trainer.strategy, "zero_stage_3", False):
             self(batch)
 
+    # An epoch cut short (an exception mid-validation) leaves states behind: clear them on the way in too.
+    def on_validation_epoch_start(self) -> None:
+        self.stage_metrics.reset("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.stage_metrics.reset("test")
+
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
+        self.stage_metrics.reset("val")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+        self.stage_metrics.reset("test")
 
     # ---- model construction -----------------------------------------------------------------------
 
@@ -197,7 +218,7 @@ class PeftModule(L.LightningModule):
         # from_pretrained returns eval mode; Lightning keeps whatever mode it finds, and dropout
         # (base and adapter) belongs to training.
         self.model.train()
-        self._on_model_built()
+        self.stage_metrics = StageMetrics(self._new_metrics, self.metric_stages)
 
     def _check_max_length(self, config: Any) -> None:
         datamodule = self._trainer.datamodule if self._trainer is not None else None

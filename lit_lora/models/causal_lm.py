@@ -7,16 +7,14 @@ from typing import Any
 
 import torch
 from peft import TaskType
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
 from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import extract_answer, is_correct
-from lit_lora.models._build import load_config, resolve_model_path
-from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
-from lit_lora.models._greedy import greedy_generate, is_plain_greedy
-from lit_lora.models._lm_metrics import (
+from lit_lora.metrics.language_model import (
     IGNORE,
     ChoiceAccuracy,
     LabelExactMatch,
@@ -25,6 +23,9 @@ from lit_lora.models._lm_metrics import (
     label_matches,
     token_nll,
 )
+from lit_lora.models._build import load_config, resolve_model_path
+from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
+from lit_lora.models._greedy import greedy_generate, is_plain_greedy
 from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
 
@@ -96,11 +97,13 @@ class CausalLM(PeftModule):
             self.adapter = dataclasses.replace(self.adapter, target_modules=names)
         super().configure_model()
 
-    def _on_model_built(self) -> None:
-        self.val_nll, self.test_nll = TokenNLL(), TokenNLL()
-        self.val_exact_match, self.test_exact_match = NumericExactMatch(), NumericExactMatch()
-        self.val_label_match, self.test_label_match = LabelExactMatch(), LabelExactMatch()
-        self.val_acc, self.test_acc = ChoiceAccuracy(), ChoiceAccuracy()
+    def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
+        return {
+            "nll": TokenNLL(),
+            "exact_match": NumericExactMatch(),
+            "label_match": LabelExactMatch(),
+            "acc": ChoiceAccuracy(),
+        }
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -159,23 +162,24 @@ class CausalLM(PeftModule):
         self._window_tokens = None  # a new fit may bring new data or another accumulation count
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
+        metrics = self.stage_metrics[stage]
         choices = batch.get("label_choices")
         replies = None if choices is None else label_replies(batch["labels"], batch["label"], choices)
         if replies is not None:
             self._score_label_replies(batch, choices, replies, stage)
         else:
             nll, tokens = token_nll(self(batch).logits, batch["labels"])
-            getattr(self, f"{stage}_nll").update(nll, tokens)
+            metrics["nll"].update(nll, tokens)
             if choices is not None:
                 prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
                 scores = choice_scores(self.peft_model, prompt_ids, prompt_mask, choices, self._pad_id)
-                getattr(self, f"{stage}_acc").update(scores, batch["label"])
+                metrics["acc"].update(scores, batch["label"])
         if self.generate_in_eval and "reference" in batch:
             # A label word needs a few tokens, not a worked answer's budget: stop one past the longest.
             limit = None if choices is None else max(len(c) for row in choices for c in row) + 1
             generations = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"], limit)
-            metric = "exact_match" if choices is None else "label_match"
-            getattr(self, f"{stage}_{metric}").update(generations, batch["reference"])
+            name = "exact_match" if choices is None else "label_match"
+            metrics[name].update(generations, batch["reference"])
 
     def _score_label_replies(
         self, batch: Batch, choices: list[list[list[int]]], replies: list[list[list[int]]], stage: str
@@ -190,25 +194,25 @@ class CausalLM(PeftModule):
         )
         word_lengths = torch.tensor([[len(c) for c in row] for row in choices], device=log_probs.device)
         in_word = torch.arange(log_probs.shape[-1], device=log_probs.device) < word_lengths[..., None]
-        getattr(self, f"{stage}_acc").update((log_probs * in_word).sum(dim=-1), batch["label"])
+        metrics = self.stage_metrics[stage]
+        metrics["acc"].update((log_probs * in_word).sum(dim=-1), batch["label"])
         gold = log_probs[torch.arange(len(replies), device=log_probs.device), batch["label"]]
         tokens = torch.tensor(sum(len(row[int(k)]) for row, k in zip(replies, batch["label"], strict=True)))
-        getattr(self, f"{stage}_nll").update(-gold.sum(), tokens.to(log_probs.device))
+        metrics["nll"].update(-gold.sum(), tokens.to(log_probs.device))
 
     def _eval_epoch_end(self, stage: str) -> None:
-        token_nll_metric, exact_match = getattr(self, f"{stage}_nll"), getattr(self, f"{stage}_exact_match")
-        mean_nll = token_nll_metric.compute()
+        metrics = self.stage_metrics[stage]
+        mean_nll = metrics["nll"].compute()
         self.log(f"{stage}/loss", mean_nll)
         self.log(f"{stage}/ppl", mean_nll.exp(), prog_bar=True)
-        token_nll_metric.reset()
         # Only data with references (GSM8K, labels) is scored; every rank takes part in each sum, so
         # none waits. A split holds one kind of reference, so at most one exact-match metric has rows.
-        label_match, accuracy = getattr(self, f"{stage}_label_match"), getattr(self, f"{stage}_acc")
-        for key, metric in (("exact_match", exact_match), ("exact_match", label_match), ("acc", accuracy)):
+        logged_as = {"exact_match": "exact_match", "label_match": "exact_match", "acc": "acc"}
+        for name, key in logged_as.items():
+            metric = metrics[name]
             scored = self.trainer.strategy.reduce(metric.total.float(), reduce_op="sum")
             if scored > 0:
                 self.log(f"{stage}/{key}", metric.compute(), prog_bar=True)
-            metric.reset()
 
     # ---- generation -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft import TaskType
+from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import Accuracy, F1Score
 from transformers import AutoModelForSequenceClassification
@@ -25,6 +26,7 @@ class SequenceClassifier(PeftModule):
 
     auto_model_class = AutoModelForSequenceClassification
     task_type = TaskType.SEQ_CLS
+    metric_stages = ("train", "val", "test")  # accuracy and F1 of the training batches too
 
     def __init__(self, *args: Any, num_labels: int | None = None, **kwargs: Any) -> None:
         """
@@ -51,16 +53,15 @@ class SequenceClassifier(PeftModule):
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
         return kwargs
 
-    def _on_model_built(self) -> None:
+    def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
         n = self._resolved_num_labels()
         task_args: dict[str, Any] = {"task": "binary"} if n == 2 else {"task": "multiclass", "num_classes": n}
         average = {} if n == 2 else {"average": "macro"}
-        metrics = MetricCollection({"acc": Accuracy(**task_args), "f1": F1Score(**task_args, **average)})
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        # Row-weighted over the whole split and all ranks, like the other metrics.
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        scores = {"acc": Accuracy(**task_args), "f1": F1Score(**task_args, **average)}
+        metrics: dict[str, nn.Module] = {"scores": MetricCollection(scores, prefix=f"{stage}/")}
+        if stage != "train":  # train/loss is logged per step and averaged by Lightning
+            metrics["loss"] = MeanMetric()  # row-weighted over the whole split and all ranks
+        return metrics
 
     def forward(self, batch: Batch) -> Any:
         return self.peft_model(**batch)
@@ -68,14 +69,15 @@ class SequenceClassifier(PeftModule):
     def _scored(self, batch: Batch, stage: str) -> tuple[Any, torch.Tensor]:
         outputs = self(batch)
         logits = outputs.logits.float()
-        getattr(self, f"{stage}_metrics").update(logits.argmax(dim=-1), batch["labels"])
+        self.stage_metrics[stage]["scores"].update(logits.argmax(dim=-1), batch["labels"])
         return outputs, F.cross_entropy(logits, batch["labels"])
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         outputs, task_loss = self._scored(batch, "train")
         size = batch["labels"].shape[0]
         self.log("train/loss", task_loss, prog_bar=True, batch_size=size)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=size)
+        # Lightning computes and resets metric objects logged per epoch.
+        self.log_dict(self.stage_metrics["train"]["scores"], on_step=False, on_epoch=True, batch_size=size)
         extra = self.method_hooks.extra_loss_name
         if outputs.loss is not None and extra:
             # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) to its loss; log it apart.
@@ -84,16 +86,14 @@ class SequenceClassifier(PeftModule):
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         _, task_loss = self._scored(batch, stage)
-        getattr(self, f"{stage}_loss").update(task_loss, weight=batch["labels"].shape[0])
+        self.stage_metrics[stage]["loss"].update(task_loss, weight=batch["labels"].shape[0])
 
     def _eval_epoch_end(self, stage: str) -> None:
         # Computed here on every rank (each syncs its states), so a rank that only ran padding
         # batches still takes part; the values are global, hence no further sync_dist.
-        metrics, loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
-        self.log_dict(metrics.compute(), prog_bar=True)
-        self.log(f"{stage}/loss", loss.compute(), prog_bar=True)
-        metrics.reset()
-        loss.reset()
+        metrics = self.stage_metrics[stage]
+        self.log_dict(metrics["scores"].compute(), prog_bar=True)
+        self.log(f"{stage}/loss", metrics["loss"].compute(), prog_bar=True)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         batch = {k: v for k, v in batch.items() if k != "labels"}

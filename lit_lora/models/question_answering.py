@@ -6,14 +6,16 @@ import math
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from peft import TaskType
+from torch import nn
 from torchmetrics import MeanMetric
 from transformers import AutoModelForQuestionAnswering
 
 from lit_lora.errors import LitLoraError
-from lit_lora.metrics.squad_v2 import aggregate, best_threshold
+from lit_lora.metrics.gathered import GatheredObjects
+from lit_lora.metrics.span import SpanAccuracy
+from lit_lora.metrics.squad_v2 import threshold_scores
 from lit_lora.models._qa_decode import (
     FeatureResult,
     decide,
@@ -65,11 +67,10 @@ class QuestionAnswering(PeftModule):
         self.n_best = n_best
         self.max_answer_length = max_answer_length
         self.null_score_diff_threshold = null_score_diff_threshold
-        self._results: list[FeatureResult] = []
-        self._hits = torch.zeros(3, dtype=torch.long)  # right starts, right ends, windows
 
-    def _on_model_built(self) -> None:
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+    def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
+        windows: GatheredObjects[FeatureResult] = GatheredObjects()  # decoded per question at epoch end
+        return {"loss": MeanMetric(), "span_acc": SpanAccuracy(), "windows": windows}
 
     def forward(self, batch: Batch) -> Any:
         inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -119,40 +120,24 @@ class QuestionAnswering(PeftModule):
     def _eval_step(self, batch: Batch, stage: str) -> None:
         outputs = self(batch)
         start, end = outputs.start_logits.float(), outputs.end_logits.float()
-        size = start.shape[0]
-        getattr(self, f"{stage}_loss").update(self._span_loss(outputs, batch), weight=size)
-        padding = ~batch["attention_mask"].bool()
-        for column, logits in enumerate((start, end)):
-            predicted = logits.masked_fill(padding, -torch.inf).argmax(dim=-1)
-            self._hits[column] += int((predicted == batch[POSITIONS[column]]).sum())
-        self._hits[2] += size
+        metrics = self.stage_metrics[stage]
+        metrics["loss"].update(self._span_loss(outputs, batch), weight=start.shape[0])
+        positions = batch["start_positions"], batch["end_positions"]
+        metrics["span_acc"].update(start, end, batch["attention_mask"], *positions)
         if "offset_mapping" in batch:
-            self._results.extend(self._feature_results(batch, start, end))
-
-    def _reset(self) -> None:
-        self._results, self._hits = [], torch.zeros(3, dtype=torch.long)
-
-    def _gathered(self) -> tuple[list[FeatureResult], torch.Tensor]:
-        hits = self.trainer.strategy.reduce(self._hits.to(self.device), reduce_op="sum")
-        if not (dist.is_available() and dist.is_initialized()):
-            return self._results, hits
-        parts: list[list[FeatureResult]] = [[] for _ in range(dist.get_world_size())]
-        dist.all_gather_object(parts, self._results)
-        return [r for part in parts for r in part], hits
+            metrics["windows"].update(self._feature_results(batch, start, end))
 
     def _eval_epoch_end(self, stage: str) -> None:
-        results, hits = self._gathered()
-        loss = getattr(self, f"{stage}_loss")
-        self.log(f"{stage}/loss", loss.compute())  # row-weighted over all ranks (MeanMetric syncs)
-        loss.reset()
-        windows = max(int(hits[2]), 1)
-        self.log(f"{stage}/start_acc", hits[0].float() / windows)
-        self.log(f"{stage}/end_acc", hits[1].float() / windows)
-        if results:
-            for name, value in self._answer_scores(results).items():
+        # Every rank computes each metric in the same order: each compute is a collective.
+        metrics = self.stage_metrics[stage]
+        self.log(f"{stage}/loss", metrics["loss"].compute())  # row-weighted over all ranks (MeanMetric syncs)
+        for name, value in metrics["span_acc"].compute().items():
+            self.log(f"{stage}/{name}", value)
+        windows = metrics["windows"].compute()
+        if windows:
+            for name, value in self._answer_scores(windows).items():
                 if not name.endswith("total"):
                     self.log(f"{stage}/{name}", value, prog_bar=name in ("exact", "f1"))
-        self._reset()
 
     def _answer_scores(self, results: list[FeatureResult]) -> dict[str, float]:
         """Official scores at this threshold, plus the best threshold for these questions."""
@@ -161,17 +146,9 @@ class QuestionAnswering(PeftModule):
             qid: a.null_score - a.best_span_score if a.best_span_score is not None else math.inf
             for qid, a in spans.items()
         }
-        threshold = self.null_score_diff_threshold
-        chosen = {qid: "" if margins[qid] > threshold else a.text for qid, a in spans.items()}
-        gold = gold_by_question(results)
         span_texts = {qid: a.text for qid, a in spans.items()}
-        return {**aggregate(chosen, gold), **best_threshold(span_texts, margins, gold)}
-
-    def on_validation_epoch_start(self) -> None:
-        self._reset()
-
-    def on_test_epoch_start(self) -> None:
-        self._reset()
+        gold = gold_by_question(results)
+        return threshold_scores(span_texts, margins, gold, self.null_score_diff_threshold)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         """One answer per question in the batch (the datamodule keeps a question's windows together)."""
