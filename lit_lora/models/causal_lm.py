@@ -26,6 +26,7 @@ from lit_lora.metrics.language_model import (
 from lit_lora.models._build import load_config, resolve_model_path
 from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
 from lit_lora.models._greedy import greedy_generate, is_plain_greedy
+from lit_lora.models._packing import check_packing_support, is_packed, packed_inputs
 from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
 
@@ -62,6 +63,9 @@ class CausalLM(PeftModule):
     label word as the reply) and the gold ``label`` index are classification as generation: ``acc`` takes
     the label word of highest summed log-likelihood after the prompt, and ``exact_match`` compares the
     generated reply's first line or word to the gold label word. ``predict`` generates from the prompts.
+
+    Packed training batches (``data.packing``) hold ``input_ids``, ``labels`` and ``position_ids`` instead:
+    one row of sequences whose positions restart at 0, trained as if each ran alone (``_packing.py``).
     """
 
     auto_model_class = AutoModelForCausalLM
@@ -117,8 +121,17 @@ class CausalLM(PeftModule):
 
     # ---- training and evaluation ------------------------------------------------------------------
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if getattr(self.trainer.datamodule, "packing", False):  # refuse before any step, not at the first
+            check_packing_support(self.peft_model.get_base_model().config)
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if is_packed(batch):
+            check_packing_support(self.peft_model.get_base_model().config)  # packed batches from any loader
+            inputs: dict[str, Any] = packed_inputs(batch)
+        else:
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         extra = self.method_hooks.extra_loss_name
         if extra:  # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) only when labels go in
             inputs["labels"] = batch["labels"]
