@@ -213,6 +213,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _batch_size(batch: Any) -> int:
+    if isinstance(batch, Mapping) and "position_ids" in batch:  # a packed row: each sequence starts at 0
+        return int((batch["position_ids"] == 0).sum())
     if isinstance(batch, Mapping):  # dicts and transformers' BatchEncoding
         for value in batch.values():
             if isinstance(value, torch.Tensor):

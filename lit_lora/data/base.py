@@ -216,6 +216,10 @@ class TextDataModule(L.LightningDataModule):
     def _collate(self) -> Any:
         return DataCollatorWithPadding(self.tokenizer)
 
+    def _train_collate(self) -> Any:
+        """How training batches are collated; evaluation and prediction always use ``_collate``."""
+        return self._collate()
+
     def _lengths(self, split: str) -> list[int]:
         return [len(ids) for ids in self.splits[split]["input_ids"]]
 
@@ -235,7 +239,8 @@ class TextDataModule(L.LightningDataModule):
             sampler = LengthGroupedSampler([0] * len(data), self.batch_size, self.seed, 1, world, rank)
         # Stateful: a checkpoint taken mid-epoch records how far the epoch got, so that a resumed run
         # continues with the next batch instead of replaying the epoch from its start.
-        return StatefulDataLoader(data, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs())
+        kwargs = self._loader_kwargs() | {"collate_fn": self._train_collate()}
+        return StatefulDataLoader(data, batch_size=self.batch_size, sampler=sampler, **kwargs)
 
     def _sharded_loader(self, split: str, batches: list[list[int]]) -> DataLoader:
         world, rank = self._ranks()

@@ -9,6 +9,7 @@ from typing import Any
 import datasets
 import torch
 from torch.utils.data import DataLoader
+from transformers import DataCollatorWithFlattening
 
 from lit_lora.data.base import TextDataModule
 from lit_lora.errors import LitLoraError
@@ -77,14 +78,23 @@ class CausalTextDataModule(TextDataModule):
     hold ``prompt_input_ids`` and ``prompt`` (and ``reference`` when there is a gold answer).
     """
 
-    def __init__(self, *args: Any, predict_file: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, predict_file: str | None = None, packing: bool = False, **kwargs: Any
+    ) -> None:
         """
         Args:
             predict_file: Prompts for `predict`: a .txt file (one per line) or a .jsonl file (field prompt,
                 question or text), formatted as the task formats its prompts; None predicts on test_split.
+            packing: Train on packed batches: each training batch becomes one row of its sequences back to
+                back, positions restarting at 0 for each, no padding. Same rows, loss and gradients per
+                step as padded batches; evaluation stays padded. No padding is computed, but attention
+                runs over the whole row under a block-diagonal mask, its cost growing with the square of
+                the row (benchmarks/packing.py measures the trade). Refused at fit start for models whose
+                attention could cross sequences (lit_lora/models/_packing.py lists those allowed).
         """
         super().__init__(*args, **kwargs)
         self.predict_file = predict_file
+        self.packing = packing
 
     def _format_prompt(self, text: str) -> str:
         """The text a model is given for a raw prompt or question (GSM8K adds 'Question: ... Answer:')."""
@@ -114,3 +124,10 @@ class CausalTextDataModule(TextDataModule):
         if pad is None:
             raise LitLoraError(f"tokenizer {self.tokenizer_name} has neither a pad nor an eos token")
         return CausalCollator(pad)
+
+    def _train_collate(self) -> Any:
+        if not self.packing:
+            return super()._train_collate()
+        # transformers' own packing collator: positions restart at 0 per sequence, and each sequence's
+        # first label is -100, so no sequence's last token is trained to predict the next one's first.
+        return DataCollatorWithFlattening(separator_id=IGNORE)

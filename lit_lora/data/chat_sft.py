@@ -50,6 +50,7 @@ class ChatSFTDataModule(CausalTextDataModule):
         num_workers: int = 0,
         seed: int = 42,
         predict_file: str | None = None,
+        packing: bool = False,
         trust_remote_code: bool = False,
     ) -> None:
         """
@@ -73,6 +74,11 @@ class ChatSFTDataModule(CausalTextDataModule):
             seed: Seed of sampling, splits and mixing (linked to seed_everything), and of the training order.
             predict_file: Prompts for `predict` (.txt, one per line, or .jsonl with a prompt, question or text
                 field), each sent as a user turn; None predicts on the validation rows.
+            packing: Train on packed batches: each training batch becomes one row of its conversations back
+                to back, positions restarting at 0 for each, no padding. Same rows, loss and gradients per
+                step as padded batches; evaluation stays padded. Attention runs over the whole row under a
+                block-diagonal mask (cost: see benchmarks/packing.py). Refused at fit start for models
+                whose attention could cross sequences (lit_lora/models/_packing.py lists those allowed).
             trust_remote_code: Run tokenizer code shipped with a hub repository; linked to
                 model.trust_remote_code by the CLI.
         """
@@ -86,6 +92,7 @@ class ChatSFTDataModule(CausalTextDataModule):
             num_workers=num_workers,
             seed=seed,
             predict_file=predict_file,
+            packing=packing,
             trust_remote_code=trust_remote_code,
         )
         self.sources = list(sources)

@@ -17,7 +17,8 @@ class WikiTextDataModule(CausalTextDataModule):
     Every split is joined line by line into one text, tokenised once and cut into consecutive blocks
     of ``max_length`` tokens (the block size; the last, shorter block is kept, so every token of the
     split is scored). Labels are the inputs: the model shifts them, so a block of n tokens predicts
-    n - 1. ``max_train_samples`` / ``max_eval_samples`` count lines.
+    n - 1. ``max_train_samples`` / ``max_eval_samples`` count lines. ``packing`` is refused: blocks
+    carry no padding to remove, and packing them would only make attention span batch_size blocks.
     """
 
     hub_path = "wikitext"
@@ -33,6 +34,11 @@ class WikiTextDataModule(CausalTextDataModule):
         """
         super().__init__(*args, max_length=max_length, **kwargs)
         self.train_on = train_on
+        if self.packing:
+            raise LitLoraError(
+                "data.packing=true: WikiText rows are max_length-token blocks with no padding to remove "
+                "(packing them only makes attention span batch_size blocks); set data.packing=false"
+            )
 
     def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
         return super()._load_raw(self.train_on if split == "train" else split)
