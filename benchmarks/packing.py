@@ -31,8 +31,8 @@ import transformers
 from lit_lora._io import atomic_write_json
 from lit_lora.adapters import LoraSpec
 from lit_lora.data import GSM8KDataModule
+from lit_lora.metrics.language_model import token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models._lm_metrics import token_nll
 from lit_lora.models._packing import packed_inputs
 from lit_lora.tiny_decoder import build_tiny_decoder
 

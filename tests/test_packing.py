@@ -23,8 +23,8 @@ from lit_lora.data import (
     WikiTextDataModule,
 )
 from lit_lora.errors import LitLoraError
+from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models._lm_metrics import IGNORE, token_nll
 from lit_lora.models._packing import PACKED_MODEL_TYPES, check_packing_support, packed_inputs
 from tests.helpers import trainer
 
