@@ -4,7 +4,7 @@
 # threshold chosen on the held-out training questions (validation's best_f1_thresh after epoch 2).
 # The three commands below are the ones that made the records in this folder (fit_epoch1/, fit/, test/).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 DATA=../shared/data/squad_v2 RUN=runs/squad_v2_minilm3
