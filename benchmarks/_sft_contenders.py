@@ -93,7 +93,7 @@ class Meter:
 
     def __init__(self) -> None:
         self.rows = self.padded_tokens = self.tokens = self.loss_tokens = 0
-        self.train_s = 0.0
+        self.train_s = self.train_cpu_s = 0.0
 
     def add(self, batch: Mapping[str, torch.Tensor]) -> None:
         ids = batch["input_ids"]
@@ -108,18 +108,21 @@ class Meter:
 
     def start(self) -> None:
         _sync()
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
     def stop(self) -> None:
         _sync()
         self.train_s = time.perf_counter() - self._t0
+        # Every thread of this process: on a shared machine, steadier than wall time.
+        self.train_cpu_s = time.process_time() - self._c0
 
     def write(self, path: Path | str, model: torch.nn.Module, steps: int) -> None:
         params = list(model.parameters())
         cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         record = {
             "rows": self.rows, "padded_tokens": self.padded_tokens, "tokens": self.tokens,
-            "loss_tokens": self.loss_tokens, "train_s": round(self.train_s, 3), "steps": steps,
+            "loss_tokens": self.loss_tokens, "train_s": round(self.train_s, 3),
+            "train_cpu_s": round(self.train_cpu_s, 3), "steps": steps,
             "params": sum(p.numel() for p in params),
             "trainable": sum(p.numel() for p in params if p.requires_grad),
             "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,

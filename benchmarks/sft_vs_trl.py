@@ -20,8 +20,9 @@ in an order that alternates per seed:
 - hf_peft: transformers' Trainer + get_peft_model, labels -100 on the prompt, DataCollatorForSeq2Seq.
 
 ``train s`` times the training loop only (after tokenising and model loading, which ``proc s``, the
-whole process, includes; the JSON also has each process's CPU seconds); ``tok/s`` counts real (non-pad)
-tokens, ``loss tok/s`` the assistant tokens trained on, ``tok/row`` the padded tokens per row.
+whole process, includes); ``cpu s`` is that loop's process CPU time, steadier on a shared machine;
+``tok/s`` counts real (non-pad) tokens, ``loss tok/s`` the assistant tokens trained on, ``tok/row`` the
+padded tokens per row.
 ``eval loss`` is the mean NLL per assistant token on the first --eval-rows of GSM8K test, scored by one
 function for every final adapter. ``peak MB`` is each process's peak RSS, or CUDA's peak allocation on a
 GPU, where ``mfu`` = 6 x parameters x tok/s / --peak-tflops. "TRL best" is the faster of packing and
@@ -145,7 +146,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     losses = [r["eval_loss"] for r in runs]
     memory = "cuda_peak_mb" if runs[0]["cuda_peak_mb"] is not None else "peak_rss_mb"
-    keys = ["train_s", "proc_s", "tokens_per_s", "loss_tokens_per_s", "padded_tokens_per_row", "eval_loss"]
+    keys = "train_s train_cpu_s proc_s tokens_per_s loss_tokens_per_s padded_tokens_per_row eval_loss".split()
     summary = {k: mean(k) for k in keys} | {"peak_mb": mean(memory), "peak_kind": memory}
     summary["eval_loss_std"] = round(float(np.std(losses, ddof=1)) if len(losses) > 1 else 0.0, 4)
     if "mfu" in runs[0]:
@@ -154,20 +155,28 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(runs: dict[str, list[dict[str, Any]]], summary: dict[str, dict[str, Any]]) -> None:
-    head = f"{'':18}{'seed':>5}{'train s':>9}{'proc s':>8}{'steps':>6}{'rows':>6}{'tok/row':>8}"
-    print(f"\n{head}{'tok/s':>8}{'loss tok/s':>11}{'eval loss':>10}{'peak MB':>9}")
+    columns = {  # heading: (key, width, format)
+        "train s": ("train_s", 9, ".1f"), "cpu s": ("train_cpu_s", 8, ".1f"), "proc s": ("proc_s", 8, ".1f"),
+        "steps": ("steps", 6, "d"), "rows": ("rows", 6, "d"), "tok/row": ("padded_tokens_per_row", 8, ".1f"),
+        "tok/s": ("tokens_per_s", 8, ".1f"), "loss tok/s": ("loss_tokens_per_s", 11, ".1f"),
+        "eval loss": ("eval_loss", 10, ".4f"), "peak MB": ("peak_mb", 9, ".0f"),
+    }  # fmt: skip
+    print(
+        "\n" + f"{'':18}{'seed':>5}" + "".join(f"{head:>{width}}" for head, (_, width, _) in columns.items())
+    )
     for name, rows in runs.items():
         for r in rows:
-            peak = r["cuda_peak_mb"] if r["cuda_peak_mb"] is not None else r["peak_rss_mb"]
-            print(
-                f"{name:18}{r['seed']:>5}{r['train_s']:>9.1f}{r['proc_s']:>8.1f}{r['steps']:>6}{r['rows']:>6}"
-                f"{r['padded_tokens_per_row']:>8.1f}{r['tokens_per_s']:>8.1f}{r['loss_tokens_per_s']:>11.1f}"
-                f"{r['eval_loss']:>10.4f}{peak:>9.0f}" + (f"  mfu {r['mfu']:.3f}" if "mfu" in r else "")
-            )
+            values = {
+                **r,
+                "peak_mb": r["cuda_peak_mb"] if r["cuda_peak_mb"] is not None else r["peak_rss_mb"],
+            }
+            cells = "".join(f"{values[key]:>{width}{fmt}}" for key, width, fmt in columns.values())
+            print(f"{name:18}{r['seed']:>5}{cells}" + (f"  mfu {r['mfu']:.3f}" if "mfu" in r else ""))
     print()
     for name, m in summary.items():
         print(
-            f"{name:18} mean train {m['train_s']:.1f} s, {m['loss_tokens_per_s']:.1f} loss tok/s, "
+            f"{name:18} mean train {m['train_s']:.1f} s ({m['train_cpu_s']:.1f} cpu s), "
+            f"{m['loss_tokens_per_s']:.1f} loss tok/s, "
             f"eval loss {m['eval_loss']:.4f} ± {m['eval_loss_std']:.4f}, peak {m['peak_mb']:.0f} MB"
         )
 
