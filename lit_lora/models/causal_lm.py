@@ -21,11 +21,11 @@ from lit_lora.metrics.language_model import (
     NumericExactMatch,
     TokenNLL,
     label_matches,
-    token_nll,
 )
 from lit_lora.models._build import load_config, resolve_model_path
 from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
 from lit_lora.models._greedy import greedy_generate, is_plain_greedy
+from lit_lora.models._labelled_logits import labelled_nll, labelled_positions, takes_position_mask
 from lit_lora.models._packing import check_packing_support, is_packed, packed_inputs
 from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
@@ -87,6 +87,7 @@ class CausalLM(PeftModule):
         self.generate_in_eval = generate_in_eval
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._window_tokens: WindowTokens | None = None
+        self._takes_position_mask: bool | None = None
 
     def _trained_heads(self, config: Any) -> list[str]:
         return []
@@ -131,12 +132,18 @@ class CausalLM(PeftModule):
             check_packing_support(self.peft_model.get_base_model().config)  # packed batches from any loader
             inputs: dict[str, Any] = packed_inputs(batch)
         else:
-            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+            # No cache: training never reads one back, and filling it copies every layer's keys and values.
+            inputs = {
+                "input_ids": batch["input_ids"],
+                "attention_mask": batch["attention_mask"],
+                "use_cache": False,
+            }
         extra = self.method_hooks.extra_loss_name
         if extra:  # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) only when labels go in
             inputs["labels"] = batch["labels"]
-        outputs = self.peft_model(**inputs)
-        nll, tokens = token_nll(outputs.logits, batch["labels"])
+        keep = None if extra else self._loss_positions(batch["labels"])  # PEFT's loss needs every logit
+        outputs = self.peft_model(**inputs, **({} if keep is None else {"logits_to_keep": keep}))
+        nll, tokens = labelled_nll(outputs.logits, batch["labels"], keep)
         mean_nll = nll / tokens.clamp(min=1)
         weight = max(int(tokens), 1)  # the epoch's train/loss is a mean over tokens, as in evaluation
         self.log("train/loss", mean_nll, prog_bar=True, batch_size=weight)
@@ -147,6 +154,12 @@ class CausalLM(PeftModule):
             self.log(f"train/{extra}", orth_reg.detach(), batch_size=weight)
             loss = loss + orth_reg
         return loss
+
+    def _loss_positions(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """The positions whose logits a loss needs, for models that can project those alone; else None."""
+        if self._takes_position_mask is None:
+            self._takes_position_mask = takes_position_mask(self.peft_model.get_base_model())
+        return labelled_positions(labels) if self._takes_position_mask else None
 
     def _window_normalised(self, nll: torch.Tensor, tokens: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Summed NLL over the tokens of the whole accumulation window, on all ranks.
@@ -181,7 +194,12 @@ class CausalLM(PeftModule):
         if replies is not None:
             self._score_label_replies(batch, choices, replies, stage)
         else:
-            nll, tokens = token_nll(self(batch).logits, batch["labels"])
+            keep = self._loss_positions(batch["labels"])
+            kept = {} if keep is None else {"logits_to_keep": keep}
+            outputs = self.peft_model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kept
+            )
+            nll, tokens = labelled_nll(outputs.logits, batch["labels"], keep)
             metrics["nll"].update(nll, tokens)
             if choices is not None:
                 prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
