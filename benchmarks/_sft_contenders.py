@@ -28,12 +28,12 @@ import transformers  # noqa: E402
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model  # noqa: E402
 
 from lit_lora._io import atomic_write_json  # noqa: E402
+from lit_lora.metrics.language_model import IGNORE  # noqa: E402
 from lit_lora.models._build import resolve_model_path  # noqa: E402
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # Every linear projection of a Llama decoder block: what lit_lora's `target_modules: null` resolves to.
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-IGNORE = -100
 Row = dict[str, str]  # a GSM8K row: question, answer
 
 

@@ -47,11 +47,11 @@ def labelled_nll(
     """
     if keep is None:
         return token_nll(logits, labels)
-    if logits.dim() != 2 or logits.shape[0] != int(keep.sum()):
+    targets = labels[:, 1:][keep[:, :-1]]
+    if logits.dim() != 2 or logits.shape[0] != targets.shape[0]:  # shapes only: no extra device sync
         raise RuntimeError(
             f"the model returned logits of shape {tuple(logits.shape)} for a logits_to_keep mask of "
-            f"{int(keep.sum())} positions; it does not slice as transformers' slice_logits_to_keep does"
+            f"{targets.shape[0]} positions; it does not slice as transformers' slice_logits_to_keep does"
         )
-    targets = labels[:, 1:][keep[:, :-1]]
     nll = F.cross_entropy(logits.float(), targets, reduction="sum")
     return nll, torch.tensor(targets.numel(), device=labels.device)
