@@ -194,12 +194,7 @@ class CausalLM(PeftModule):
         if replies is not None:
             self._score_label_replies(batch, choices, replies, stage)
         else:
-            keep = self._loss_positions(batch["labels"])
-            kept = {} if keep is None else {"logits_to_keep": keep}
-            outputs = self.peft_model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kept
-            )
-            nll, tokens = labelled_nll(outputs.logits, batch["labels"], keep)
+            nll, tokens = labelled_nll(self(batch).logits, batch["labels"], None)
             metrics["nll"].update(nll, tokens)
             if choices is not None:
                 prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
