@@ -13,6 +13,7 @@ import torch
 
 from lit_lora import LoraSpec
 from lit_lora.data import SquadV2DataModule
+from lit_lora.errors import LitLoraError
 from lit_lora.metrics.squad_v2 import (
     aggregate,
     best_threshold,
@@ -253,6 +254,34 @@ def test_inputs_reach_the_model_whole_and_only_adapter_and_head_train(tiny_bert,
     assert changed == trainable
     assert any("qa_outputs.modules_to_save" in k for k in trainable)
     assert all(".lora_" in k or ".modules_to_save." in k for k in trainable)
+
+
+def test_null_windows_weigh_what_null_window_weight_says_in_training_only(tiny_bert, tiny_squad):
+    data = datamodule(tiny_bert, tiny_squad)
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    null = batch["start_positions"] == 0
+    assert null.any() and not null.all()  # the check needs both kinds of window
+    module = qa_model(tiny_bert, null_window_weight=0.25)
+    with torch.no_grad():
+        outputs = module(batch)
+    per_window = sum(
+        torch.nn.functional.cross_entropy(logits, batch[key], reduction="none")
+        for logits, key in ((outputs.start_logits, "start_positions"), (outputs.end_logits, "end_positions"))
+    ) / 2
+    weights = torch.where(null, 0.25, 1.0)
+    expected = (per_window * weights).sum() / weights.sum()
+    assert module._span_loss(outputs, batch, 0.25) == pytest.approx(float(expected), rel=1e-6)
+    # Unweighted, it is the loss the model computes itself.
+    assert module._span_loss(outputs, batch) == pytest.approx(float(outputs.loss), rel=1e-6)
+    assert not torch.isclose(expected, outputs.loss)  # the weight changes the loss that trains
+    assert float(module.training_step(batch, 0)) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("weight", [0.0, -0.5, 1.5])
+def test_null_window_weight_outside_zero_to_one_is_refused_by_name(tiny_bert, weight):
+    with pytest.raises(LitLoraError, match=r"model\.null_window_weight=.* must lie in \(0, 1\]"):
+        qa_model(tiny_bert, null_window_weight=weight)
 
 
 def test_fit_then_test_reports_official_metrics_that_predict_reproduces(tiny_bert, tiny_squad, tmp_path):

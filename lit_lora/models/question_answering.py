@@ -52,6 +52,7 @@ class QuestionAnswering(PeftModule):
         n_best: int = 20,
         max_answer_length: int = 30,
         null_score_diff_threshold: float = 0.0,
+        null_window_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:
         """
@@ -60,6 +61,11 @@ class QuestionAnswering(PeftModule):
             max_answer_length: Longest answer span, in tokens.
             null_score_diff_threshold: Answer "unanswerable" when the null (CLS) score exceeds the best
                 span's score by more than this; raise it to answer more often.
+            null_window_weight: Weight, in the training loss, of windows whose target is the null
+                answer (unanswerable questions, and windows that miss the answer). They are most of
+                SQuAD v2's windows, and at weight 1 a small encoder first learns to point at CLS
+                everywhere; a lower weight lets it learn spans sooner. The null threshold, chosen on
+                held-out questions, absorbs the shifted prior. Evaluation losses stay unweighted.
         """
         super().__init__(*args, **kwargs)
         if n_best < 1 or max_answer_length < 1:
@@ -67,6 +73,9 @@ class QuestionAnswering(PeftModule):
         self.n_best = n_best
         self.max_answer_length = max_answer_length
         self.null_score_diff_threshold = null_score_diff_threshold
+        if not 0.0 < null_window_weight <= 1.0:
+            raise LitLoraError(f"model.null_window_weight={null_window_weight} must lie in (0, 1]")
+        self.null_window_weight = null_window_weight
 
     def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
         windows: GatheredObjects[FeatureResult] = GatheredObjects()  # decoded per question at epoch end
@@ -79,21 +88,30 @@ class QuestionAnswering(PeftModule):
         return self.peft_model.base_model(**inputs)
 
     @staticmethod
-    def _span_loss(outputs: Any, batch: Batch) -> torch.Tensor:
-        start = F.cross_entropy(outputs.start_logits.float(), batch["start_positions"])
-        end = F.cross_entropy(outputs.end_logits.float(), batch["end_positions"])
-        return (start + end) / 2
+    def _span_loss(outputs: Any, batch: Batch, null_window_weight: float = 1.0) -> torch.Tensor:
+        """Mean over windows of the start and end cross-entropies, null windows weighted."""
+        start = F.cross_entropy(outputs.start_logits.float(), batch["start_positions"], reduction="none")
+        end = F.cross_entropy(outputs.end_logits.float(), batch["end_positions"], reduction="none")
+        if null_window_weight == 1.0:
+            return (start.mean() + end.mean()) / 2
+        weights = torch.where(batch["start_positions"] == CLS_INDEX, null_window_weight, 1.0)
+        return ((start + end) * weights).sum() / (2 * weights.sum())
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         outputs = self(batch)
-        task_loss = self._span_loss(outputs, batch)
+        task_loss = self._span_loss(outputs, batch, self.null_window_weight)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", task_loss, prog_bar=True, batch_size=size)
+        if outputs.loss is None:
+            return task_loss
+        # The model's own loss (positions go in) is the unweighted span loss, plus the method's
+        # regulariser where PEFT adds one (AdaLoRA's orthogonality term).
+        plain_loss = task_loss if self.null_window_weight == 1.0 else self._span_loss(outputs, batch)
+        regulariser = outputs.loss - plain_loss
         extra = self.method_hooks.extra_loss_name
-        if outputs.loss is not None and extra:
-            # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) to its loss; log it apart.
-            self.log(f"train/{extra}", outputs.loss.detach() - task_loss.detach(), batch_size=size)
-        return outputs.loss if outputs.loss is not None else task_loss
+        if extra:
+            self.log(f"train/{extra}", regulariser.detach(), batch_size=size)
+        return outputs.loss if self.null_window_weight == 1.0 else task_loss + regulariser
 
     # ---- evaluation -------------------------------------------------------------------------------
 
