@@ -265,10 +265,16 @@ def test_null_windows_weigh_what_null_window_weight_says_in_training_only(tiny_b
     module = qa_model(tiny_bert, null_window_weight=0.25)
     with torch.no_grad():
         outputs = module(batch)
-    per_window = sum(
-        torch.nn.functional.cross_entropy(logits, batch[key], reduction="none")
-        for logits, key in ((outputs.start_logits, "start_positions"), (outputs.end_logits, "end_positions"))
-    ) / 2
+    per_window = (
+        sum(
+            torch.nn.functional.cross_entropy(logits, batch[key], reduction="none")
+            for logits, key in (
+                (outputs.start_logits, "start_positions"),
+                (outputs.end_logits, "end_positions"),
+            )
+        )
+        / 2
+    )
     weights = torch.where(null, 0.25, 1.0)
     expected = (per_window * weights).sum() / weights.sum()
     assert module._span_loss(outputs, batch, 0.25) == pytest.approx(float(expected), rel=1e-6)
