@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# SQuAD v2 on MiniLM (all-MiniLM-L6-v2, packaged offline), LoRA r 16 on every linear layer, on CPU:
+# 3 epochs on train.json's first 24 articles, the null threshold chosen on its last 2 articles (held out
+# whole, so the threshold is chosen on unseen articles as dev's are), then dev scored once.
+# These commands made the records in this folder (fit/, test/); run it from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+PY=${PY:-.venv/bin/python}
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+DATA=../shared/data/squad_v2 RUN=runs/squad_v2_minilm_ep3
+mkdir -p "$RUN"
+
+# The article split: derived files live in the (ignored) run folder, never in the project.
+"$PY" - "$DATA/train.json" "$RUN" <<'PY'
+import json, sys
+source, run = sys.argv[1], sys.argv[2]
+squad = json.load(open(source))
+articles = squad["data"]
+for name, part in (("train_articles.json", articles[:-2]), ("heldout_articles.json", articles[-2:])):
+    json.dump({**squad, "data": part}, open(f"{run}/{name}", "w"))
+    print(name, len(part), "articles", sum(len(p["qas"]) for a in part for p in a["paragraphs"]), "questions")
+PY
+
+"$PY" -m lit_lora fit --config configs/squad_v2_lora.yaml \
+  --model.model_name_or_path sentence-transformers/all-MiniLM-L6-v2 --model.adapter.target_modules '[query, key, value, dense]' \
+  --model.learning_rate 1.0e-3 --model.warmup_ratio 0.1 --trainer.gradient_clip_val 1.0 \
+  --data.train_file "$RUN/train_articles.json" --data.validation_file "$RUN/heldout_articles.json" \
+  --data.test_file "$DATA/dev.json" --data.test_split test \
+  --data.max_length 256 --trainer.max_epochs 3 --trainer.log_every_n_steps 25 \
+  --trainer.num_sanity_val_steps 0 --trainer.enable_progress_bar false --trainer.default_root_dir "$RUN"
+
+# The threshold: val/best_f1_thresh of the held-out articles after the last epoch, never dev's own.
+VERSION=$(ls -d "$RUN"/lightning_logs/version_* | sort -V | tail -1)
+THRESHOLD=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['metrics']['val/best_f1_thresh'])" \
+  "$VERSION/results.json")
+"$PY" -m lit_lora test --config "$VERSION/config.yaml" --model.null_score_diff_threshold "$THRESHOLD" \
+  --trainer.enable_progress_bar false --trainer.default_root_dir "${RUN}_test" \
+  --ckpt_path "$(ls "$VERSION"/checkpoints/epoch=2-*.ckpt)"
