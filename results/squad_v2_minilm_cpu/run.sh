@@ -10,16 +10,8 @@ export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 DATA=../shared/data/squad_v2 RUN=runs/squad_v2_minilm_nullw
 mkdir -p "$RUN"
 
-# The article split: derived files live in the (ignored) run folder, never in the project.
-"$PY" - "$DATA/train.json" "$RUN" <<'PY'
-import json, sys
-source, run = sys.argv[1], sys.argv[2]
-squad = json.load(open(source))
-articles = squad["data"]
-for name, part in (("train_articles.json", articles[:-2]), ("heldout_articles.json", articles[-2:])):
-    json.dump({**squad, "data": part}, open(f"{run}/{name}", "w"))
-    print(name, len(part), "articles", sum(len(p["qas"]) for a in part for p in a["paragraphs"]), "questions")
-PY
+# The article split (the last two articles held out whole), written into the ignored run folder.
+"$PY" results/squad_v2_minilm_cpu/article_split.py "$DATA/train.json" "$RUN"
 
 "$PY" -m lit_lora fit --config configs/squad_v2_lora.yaml \
   --model.model_name_or_path sentence-transformers/all-MiniLM-L6-v2 --model.adapter.target_modules '[query, key, value, dense]' \
