@@ -115,6 +115,14 @@ class PeftModule(L.LightningModule):
         """
         return {}
 
+    def _add_task_modules(self, base: nn.Module) -> list[str]:
+        """New modules the task attaches to the loaded base before PEFT wraps it, by attribute name.
+
+        They are trained in full and saved with the adapter (PEFT's modules_to_save), so a saved adapter
+        reloads them; the base must carry them before a saved adapter is loaded too.
+        """
+        return []
+
     def _trained_heads(self, config: Any) -> list[str]:
         """Modules trained in full and kept out of quantisation: by default the task head and pooler.
 
@@ -196,6 +204,7 @@ class PeftModule(L.LightningModule):
             auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads,
             trust_remote_code=self.trust_remote_code,
         )  # fmt: skip
+        heads = heads + self._add_task_modules(base)
         if self.quantization.enabled:
             keep_4bit_weights_trainable_layout(base)
             base = prepare_model_for_kbit_training(

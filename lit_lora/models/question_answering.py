@@ -16,6 +16,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gathered import GatheredObjects
 from lit_lora.metrics.span import SpanAccuracy
 from lit_lora.metrics.squad_v2 import threshold_scores
+from lit_lora.models._answerability import attach_head, check_saved_adapter, null_logits
 from lit_lora.models._qa_decode import (
     FeatureResult,
     decide,
@@ -53,6 +54,7 @@ class QuestionAnswering(PeftModule):
         max_answer_length: int = 30,
         null_score_diff_threshold: float = 0.0,
         null_window_weight: float = 1.0,
+        answerability_head: bool = False,
         **kwargs: Any,
     ) -> None:
         """
@@ -66,6 +68,10 @@ class QuestionAnswering(PeftModule):
                 SQuAD v2's windows, and at weight 1 a small encoder first learns to point at CLS
                 everywhere; a lower weight lets it learn spans sooner. The null threshold, chosen on
                 held-out questions, absorbs the shifted prior. Evaluation losses stay unweighted.
+            answerability_head: Decide "unanswerable" with a separate head on the last hidden state at
+                CLS (trained in full with binary cross-entropy: does this window hold the answer?)
+                instead of the CLS span score; the span logits then only find spans, so pair it with
+                a null_window_weight below 1. The threshold works as before, on the head's log-odds.
         """
         super().__init__(*args, **kwargs)
         if n_best < 1 or max_answer_length < 1:
@@ -76,16 +82,36 @@ class QuestionAnswering(PeftModule):
         if not 0.0 < null_window_weight <= 1.0:
             raise LitLoraError(f"model.null_window_weight={null_window_weight} must lie in (0, 1]")
         self.null_window_weight = null_window_weight
+        self.answerability_head = answerability_head
+
+    def _add_task_modules(self, base: nn.Module) -> list[str]:
+        if self.adapter_path is not None:
+            check_saved_adapter(self.adapter_path, self.answerability_head)
+        return attach_head(base) if self.answerability_head else []
 
     def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
         windows: GatheredObjects[FeatureResult] = GatheredObjects()  # decoded per question at epoch end
-        return {"loss": MeanMetric(), "span_acc": SpanAccuracy(), "windows": windows}
+        metrics: dict[str, nn.Module] = {"loss": MeanMetric(), "span_acc": SpanAccuracy(), "windows": windows}
+        if self.answerability_head:
+            metrics["answerability_loss"] = MeanMetric()
+        return metrics
 
     def forward(self, batch: Batch) -> Any:
         inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
         # PeftModelForQuestionAnswering.forward (peft 0.21) drops token_type_ids, which BERT needs to
         # tell question from context; the tuner model below it passes every input through.
-        return self.peft_model.base_model(**inputs)
+        return self.peft_model.base_model(**inputs, output_hidden_states=self.answerability_head)
+
+    def _null_logits(self, outputs: Any) -> torch.Tensor | None:
+        """The answerability head's "no answer here" logit per window; None without the head."""
+        if not self.answerability_head:
+            return None
+        return null_logits(self.peft_model.get_base_model(), outputs.hidden_states)
+
+    @staticmethod
+    def _answerability_loss(null_logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        is_null = (batch["start_positions"] == CLS_INDEX).float()
+        return F.binary_cross_entropy_with_logits(null_logits, is_null)
 
     @staticmethod
     def _span_loss(outputs: Any, batch: Batch, null_window_weight: float = 1.0) -> torch.Tensor:
@@ -101,21 +127,28 @@ class QuestionAnswering(PeftModule):
         outputs = self(batch)
         task_loss = self._span_loss(outputs, batch, self.null_window_weight)
         size = batch["input_ids"].shape[0]
+        null = self._null_logits(outputs)
+        if null is not None:
+            answerability_loss = self._answerability_loss(null, batch)
+            self.log("train/answerability_loss", answerability_loss, batch_size=size)
+            task_loss = task_loss + answerability_loss
         self.log("train/loss", task_loss, prog_bar=True, batch_size=size)
         if outputs.loss is None:
             return task_loss
         # The model's own loss (positions go in) is the unweighted span loss, plus the method's
         # regulariser where PEFT adds one (AdaLoRA's orthogonality term).
-        plain_loss = task_loss if self.null_window_weight == 1.0 else self._span_loss(outputs, batch)
-        regulariser = outputs.loss - plain_loss
+        plain = null is None and self.null_window_weight == 1.0  # then task_loss is the model's span loss
+        regulariser = outputs.loss - (task_loss if plain else self._span_loss(outputs, batch))
         extra = self.method_hooks.extra_loss_name
         if extra:
             self.log(f"train/{extra}", regulariser.detach(), batch_size=size)
-        return outputs.loss if self.null_window_weight == 1.0 else task_loss + regulariser
+        return outputs.loss if plain else task_loss + regulariser
 
     # ---- evaluation -------------------------------------------------------------------------------
 
-    def _feature_results(self, batch: Batch, start: torch.Tensor, end: torch.Tensor) -> list[FeatureResult]:
+    def _feature_results(
+        self, batch: Batch, start: torch.Tensor, end: torch.Tensor, null_logits: torch.Tensor | None = None
+    ) -> list[FeatureResult]:
         offsets = batch["offset_mapping"]
         width = start.shape[1]
         context_mask = torch.tensor(
@@ -123,7 +156,11 @@ class QuestionAnswering(PeftModule):
             device=start.device,
         )
         spans = top_token_spans(start, end, context_mask, self.n_best, self.max_answer_length)
-        null = (start[:, CLS_INDEX] + end[:, CLS_INDEX]).tolist()
+        if null_logits is None:
+            null = (start[:, CLS_INDEX] + end[:, CLS_INDEX]).tolist()
+        else:  # the window's best span plus the head's log-odds against it (see _answerability.py)
+            best = [row[0][0] if row else 0.0 for row in spans]
+            null = [b + z for b, z in zip(best, null_logits.tolist(), strict=True)]
         return [
             FeatureResult(
                 batch["example_id"][i],
@@ -140,15 +177,20 @@ class QuestionAnswering(PeftModule):
         start, end = outputs.start_logits.float(), outputs.end_logits.float()
         metrics = self.stage_metrics[stage]
         metrics["loss"].update(self._span_loss(outputs, batch), weight=start.shape[0])
+        null = self._null_logits(outputs)
+        if null is not None:
+            metrics["answerability_loss"].update(self._answerability_loss(null, batch), weight=start.shape[0])
         positions = batch["start_positions"], batch["end_positions"]
         metrics["span_acc"].update(start, end, batch["attention_mask"], *positions)
         if "offset_mapping" in batch:
-            metrics["windows"].update(self._feature_results(batch, start, end))
+            metrics["windows"].update(self._feature_results(batch, start, end, null))
 
     def _eval_epoch_end(self, stage: str) -> None:
         # Every rank computes each metric in the same order: each compute is a collective.
         metrics = self.stage_metrics[stage]
         self.log(f"{stage}/loss", metrics["loss"].compute())  # row-weighted over all ranks (MeanMetric syncs)
+        if "answerability_loss" in metrics:
+            self.log(f"{stage}/answerability_loss", metrics["answerability_loss"].compute())
         for name, value in metrics["span_acc"].compute().items():
             self.log(f"{stage}/{name}", value)
         windows = metrics["windows"].compute()
@@ -171,7 +213,8 @@ class QuestionAnswering(PeftModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         """One answer per question in the batch (the datamodule keeps a question's windows together)."""
         outputs = self({k: v for k, v in batch.items() if k not in POSITIONS})
-        results = self._feature_results(batch, outputs.start_logits.float(), outputs.end_logits.float())
+        start, end = outputs.start_logits.float(), outputs.end_logits.float()
+        results = self._feature_results(batch, start, end, self._null_logits(outputs))
         answers = decide(results, self.n_best, self.null_score_diff_threshold)
         return [
             {"id": qid, "answer": a.text, "confidence": a.confidence, "no_answer": a.text == ""}

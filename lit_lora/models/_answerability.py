@@ -1,0 +1,47 @@
+"""An answerability head for extractive QA: one logit per window, "this window holds no answer".
+
+With it, whether a question is answered no longer rides on the CLS position winning the span scores:
+the head decides, and the span logits only find the span. The null answer's score in a window is its
+best span's score plus the head's logit, so the usual margin (null score minus the best span's score)
+is the head's log-odds against an answer in the window that spans agree on, and the decoding,
+thresholds and confidences of ``_qa_decode`` apply unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lit_lora.errors import LitLoraError
+
+HEAD_NAME = "answerability_head"  # attribute of the base model, and its key in PEFT's modules_to_save
+
+
+def attach_head(base: nn.Module, dropout: float = 0.1) -> list[str]:
+    """Give ``base`` a fresh head on its last hidden state at CLS; returns its module name."""
+    embeddings = base.get_input_embeddings().weight
+    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(base.config.hidden_size, 1))
+    setattr(base, HEAD_NAME, head.to(device=embeddings.device, dtype=embeddings.dtype))
+    return [HEAD_NAME]
+
+
+def null_logits(base: nn.Module, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Per window, the head's logit for "no answer here" (PEFT's wrapper runs the trained copy)."""
+    return getattr(base, HEAD_NAME)(hidden_states[-1][:, 0]).squeeze(-1).float()
+
+
+def check_saved_adapter(adapter_path: str, wanted: bool) -> None:
+    """Refuse an adapter whose head does not match ``model.answerability_head``: decoding would be wrong."""
+    path = Path(adapter_path) / "adapter_config.json"
+    if not path.is_file():
+        return  # building the model names what is missing
+    config = json.loads(path.read_text())
+    saved = HEAD_NAME in (config.get("modules_to_save") or [])
+    if saved != wanted:
+        raise LitLoraError(
+            f"model.adapter_path={adapter_path} was trained {'with' if saved else 'without'} an "
+            f"answerability head; set model.answerability_head={str(saved).lower()}"
+        )
