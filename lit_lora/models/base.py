@@ -33,7 +33,7 @@ from lit_lora.models._checkpoint import check_checkpoint_keys, restore_rng_state
 from lit_lora.models._footprint import weight_footprint_bytes
 from lit_lora.models._optim import configure as configure_optimization
 from lit_lora.models._packaged import describe_model
-from lit_lora.models._resume import resume_train_loader_position
+from lit_lora.models._resume import resume_train_loader_position, start_next_epoch
 from lit_lora.models._zero import ZeroGradients, gathered_adapter
 
 
@@ -295,10 +295,12 @@ class PeftModule(L.LightningModule):
         self.method_hooks.on_fit_start(total)
 
     def on_train_start(self) -> None:
-        resume_train_loader_position(self.trainer)
+        starts_next_epoch = resume_train_loader_position(self.trainer)
         rng, self._rng_states_to_restore = self._rng_states_to_restore, None
         if rng is not None:
             restore_rng_states(rng)
+        if starts_next_epoch:
+            start_next_epoch(self.trainer)
         if self.logger is not None:
             counts = self.parameter_counts()
             self.logger.log_metrics({f"params/{k}": float(v) for k, v in counts.items()}, step=0)
