@@ -60,6 +60,8 @@ class ResultsRecorder(L.Callback):
         self._samples = 0
         self._eval_samples = 0
         self._started = False
+        self._in_train_epoch = False
+        self._evaluating = False
 
     # ---- measuring --------------------------------------------------------------------------------
 
@@ -69,13 +71,28 @@ class ResultsRecorder(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
+        # A run resumed at the last batch of an epoch goes straight to that epoch's end, with no
+        # epoch start: its clock starts here.
+        self._start_train_epoch()
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_train_epoch()
+
+    def _start_train_epoch(self) -> None:
         self._epoch_start = time.perf_counter()
         self._eval_seconds = 0.0
+        self._in_train_epoch = True
+
+    def _train_seconds_so_far(self) -> float:
+        """Finished epochs, plus the open epoch up to now less its evaluations (a running one too)."""
+        if not self._in_train_epoch:
+            return self._train_seconds
+        now = time.perf_counter()
+        evaluating = now - self._eval_start if self._evaluating else 0.0
+        return self._train_seconds + now - self._epoch_start - self._eval_seconds - evaluating
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -83,18 +100,31 @@ class ResultsRecorder(L.Callback):
         self._samples += _batch_size(batch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._train_seconds += time.perf_counter() - self._epoch_start - self._eval_seconds
+        self._train_seconds = self._train_seconds_so_far()
+        self._in_train_epoch = False
+
+    # A checkpoint carries the training time and samples so far: a resumed run's record covers both
+    # processes, not just the last one.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_seconds": self._train_seconds_so_far(), "samples": self._samples}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_seconds = float(state_dict["train_seconds"])
+        self._samples = int(state_dict["samples"])
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
         self._eval_start = time.perf_counter()
+        self._evaluating = True
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
         self._eval_start = time.perf_counter()
+        self._evaluating = True
 
     def _eval_end(self) -> None:
         self._eval_seconds += time.perf_counter() - self._eval_start
+        self._evaluating = False
 
     def on_test_batch_end(
         self,

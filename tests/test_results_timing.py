@@ -1,0 +1,34 @@
+"""The run record's training time and samples survive a resume: they cover every process of the fit."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_lora.callbacks.results import ResultsRecorder
+from tests.helpers import classifier, sst2, trainer
+
+
+def fit(root, model, data, max_epochs, ckpt_path=None, callbacks=()):
+    run = trainer(
+        root, max_epochs=max_epochs, callbacks=[ResultsRecorder(), *callbacks], enable_checkpointing=True
+    )
+    run.fit(classifier(model, num_labels=2), sst2(model, data), ckpt_path=ckpt_path)
+    return run, json.loads((root / "results.json").read_text())
+
+
+def test_a_fit_resumed_at_an_epochs_last_batch_records_both_processes(tiny_bert, tiny_sst2, tmp_path):
+    # Saved at the last batch, the resumed run goes straight to that epoch's end without an epoch start.
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    first_run, first = fit(tmp_path / "a", tiny_bert, tiny_sst2, 1, callbacks=[saver])
+    steps = first_run.global_step
+    checkpoint = tmp_path / "ckpt" / f"epoch=0-step={steps}.ckpt"  # saved after the last batch
+
+    began = time.perf_counter()
+    run, record = fit(tmp_path / "b", tiny_bert, tiny_sst2, 2, ckpt_path=str(checkpoint))
+    elapsed = time.perf_counter() - began
+    assert run.global_step == 2 * steps
+    assert record["train_samples"] == 2 * first["train_samples"]
+    assert first["train_time_s"] < record["train_time_s"] < first["train_time_s"] + elapsed
