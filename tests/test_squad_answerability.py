@@ -57,26 +57,24 @@ def test_training_loss_is_the_weighted_span_loss_plus_the_heads_cross_entropy(ti
         assert float(module.training_step(batch, 0)) == pytest.approx(float(expected), rel=1e-6)
 
 
-def test_a_one_window_questions_null_margin_is_the_heads_logit(tiny_bert, tiny_squad):
+def test_the_heads_logit_adds_to_a_questions_null_margin(tiny_bert, tiny_squad):
     batch = first_val_batch(tiny_bert, tiny_squad)
     module = qa_model(tiny_bert, answerability_head=True)
-    rows = len(batch["example_id"])
-    start, end = (
-        torch.randn(rows, batch["input_ids"].shape[1]),
-        torch.randn(rows, batch["input_ids"].shape[1]),
-    )
+    rows, width = batch["input_ids"].shape
+    start, end = torch.randn(rows, width), torch.randn(rows, width)
     head = torch.linspace(-3.0, 3.0, rows)
-    results = module._feature_results(batch, start, end, head)
-    answers = decide(results, module.n_best, threshold=0.0)
+    without = decide(module._feature_results(batch, start, end), module.n_best, threshold=0.0)
+    answers = decide(module._feature_results(batch, start, end, head), module.n_best, threshold=0.0)
     windows: dict[str, list[int]] = {}
     for i, qid in enumerate(batch["example_id"]):
         windows.setdefault(qid, []).append(i)
     singles = {qid: rows[0] for qid, rows in windows.items() if len(rows) == 1}
     assert singles
     for qid, row in singles.items():
-        answer = answers[qid]
-        assert answer.null_score - answer.best_span_score == pytest.approx(float(head[row]), abs=1e-5)
-        assert (answer.text == "") == (head[row] > 0)  # threshold 0: no answer when the head says so
+        margin = answers[qid].null_score - answers[qid].best_span_score
+        span_margin = without[qid].null_score - without[qid].best_span_score
+        assert margin == pytest.approx(span_margin + float(head[row]), abs=1e-5)
+        assert (answers[qid].text == "") == (margin > 0)  # threshold 0
 
 
 def test_a_saved_head_reloads_with_identical_outputs_and_a_mismatched_flag_is_refused(

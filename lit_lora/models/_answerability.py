@@ -1,10 +1,10 @@
 """An answerability head for extractive QA: one logit per window, "this window holds no answer".
 
-With it, whether a question is answered no longer rides on the CLS position winning the span scores:
-the head decides, and the span logits only find the span. The null answer's score in a window is its
-best span's score plus the head's logit, so the usual margin (null score minus the best span's score)
-is the head's log-odds against an answer in the window that spans agree on, and the decoding,
-thresholds and confidences of ``_qa_decode`` apply unchanged.
+The span logits decide "no answer" by how the CLS position scores against the best span; the head adds
+a second opinion from the last hidden state at CLS alone, trained with binary cross-entropy. Its logit
+is added to the null (CLS) score, so the usual margin (null score minus the best span's score) becomes
+the span margin plus the head's log-odds, and the decoding, thresholds and confidences of
+``_qa_decode`` apply unchanged; an untrained head (logit 0) leaves every decision as it was.
 """
 
 from __future__ import annotations

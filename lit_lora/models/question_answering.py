@@ -68,10 +68,9 @@ class QuestionAnswering(PeftModule):
                 SQuAD v2's windows, and at weight 1 a small encoder first learns to point at CLS
                 everywhere; a lower weight lets it learn spans sooner. The null threshold, chosen on
                 held-out questions, absorbs the shifted prior. Evaluation losses stay unweighted.
-            answerability_head: Decide "unanswerable" with a separate head on the last hidden state at
-                CLS (trained in full with binary cross-entropy: does this window hold the answer?)
-                instead of the CLS span score; the span logits then only find spans, so pair it with
-                a null_window_weight below 1. The threshold works as before, on the head's log-odds.
+            answerability_head: Add a separate head on the last hidden state at CLS (trained in full
+                with binary cross-entropy: does this window miss the answer?) whose logit is added to
+                the null (CLS) score. The threshold and metrics work as before, on the summed margin.
         """
         super().__init__(*args, **kwargs)
         if n_best < 1 or max_answer_length < 1:
@@ -156,11 +155,10 @@ class QuestionAnswering(PeftModule):
             device=start.device,
         )
         spans = top_token_spans(start, end, context_mask, self.n_best, self.max_answer_length)
-        if null_logits is None:
-            null = (start[:, CLS_INDEX] + end[:, CLS_INDEX]).tolist()
-        else:  # the window's best span plus the head's log-odds against it (see _answerability.py)
-            best = [row[0][0] if row else 0.0 for row in spans]
-            null = [b + z for b, z in zip(best, null_logits.tolist(), strict=True)]
+        null_scores = start[:, CLS_INDEX] + end[:, CLS_INDEX]
+        if null_logits is not None:  # the head's log-odds against an answer (see _answerability.py)
+            null_scores = null_scores + null_logits
+        null = null_scores.tolist()
         return [
             FeatureResult(
                 batch["example_id"][i],
