@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward's key/value cache argument, also its output's attribute name."""
+    # Recent transformers 5 releases call it ``cache`` (``past_key_values`` goes in 5.40); 4.x, the old name.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def prefill(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
@@ -59,7 +67,8 @@ def choice_token_log_probs(
     picked = first_log_probs.repeat_interleave(n_choices, dim=0).gather(-1, tokens[:, :1])
     if longest > 1:
         # Token t of a choice is predicted by the forward over its token t - 1, after the shared prompt.
-        cache = prompt_out.past_key_values
+        keyword = cache_keyword(model)
+        cache = getattr(prompt_out, keyword)
         cache.batch_repeat_interleave(n_choices)
         mask = torch.cat([prompt_mask.repeat_interleave(n_choices, dim=0), kept[:, :-1]], dim=1)
         start = positions[:, -1:].repeat_interleave(n_choices, dim=0) + 1
@@ -68,7 +77,7 @@ def choice_token_log_probs(
             input_ids=tokens[:, :-1],
             attention_mask=mask,
             position_ids=start + steps,
-            past_key_values=cache,
+            **{keyword: cache},
             use_cache=True,
         ).logits
         rest = F.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)

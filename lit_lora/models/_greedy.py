@@ -7,12 +7,11 @@ follows the sum of the replies' lengths, and the tokens are the same as ``genera
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 
-from lit_lora.models._choice_scores import prefill
+from lit_lora.models._choice_scores import cache_keyword, prefill
 
 # Generation-config settings under which Hugging Face's greedy search is not a plain argmax (it edits
 # the logits, or searches beams), each with the values that leave it a plain argmax.
@@ -39,12 +38,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 def is_plain_greedy(generation_config: Any) -> bool:
     """Whether ``generate(do_sample=False)`` under ``generation_config`` is an argmax per step."""
     return all(getattr(generation_config, name, None) in neutral for name, neutral in _NEUTRAL.items())
-
-
-def _cache_keyword(model: Any) -> str:
-    # Recent transformers 5 releases call it ``cache`` (``past_key_values`` goes in 5.40); 4.x, the old name.
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _can_drop_rows(cache: Any) -> bool:
@@ -75,7 +68,7 @@ def greedy_generate(
     if max_new_tokens < 1:
         return generated
     out, position = prefill(model, input_ids, attention_mask)
-    keyword = _cache_keyword(model)
+    keyword = cache_keyword(model)
     cache, mask, position = getattr(out, keyword), attention_mask, position[:, -1:]
     if cache is None:  # each step would see only its own token
         raise ValueError("greedy_generate needs a model that returns its key/value cache")
