@@ -22,6 +22,7 @@ The base model comes from the adapters' adapter_config.json, or --base.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from lit_lora._merge_checks import DENSITY_METHODS, METHODS, check_adapters, rea
 from lit_lora.errors import LitLoraError
 
 # PEFT task type -> the transformers class whose module names the adapter's keys were saved under.
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 AUTO_CLASSES = {
     "CAUSAL_LM": "AutoModelForCausalLM",
     "SEQ_CLS": "AutoModelForSequenceClassification",
@@ -52,7 +54,8 @@ def merge(
     base: str | None = None,
 ) -> Path:
     """Merge ``adapters`` into the PEFT adapter folder ``out``, written atomically; returns ``out``."""
-    adapters = [Path(a).resolve() for a in adapters]
+    given = [Path(a) for a in adapters]  # recorded as typed: a relative path stays valid in another checkout
+    adapters = [a.resolve() for a in given]
     if method not in METHODS:
         raise LitLoraError(f"--method {method}: choose one of {', '.join(METHODS)}")
     if Path(out).resolve() in adapters:
@@ -71,7 +74,7 @@ def merge(
             average_ab(adapters, {**configs[0], "base_model_name_or_path": base_name}, list(weights), tmp)
         else:
             _peft_merge(adapters, configs[0], method, list(weights), density, seed, base_name, tmp)
-        atomic_write_json(tmp / "merge.json", _record(adapters, method, weights, density, seed, base_name))
+        atomic_write_json(tmp / "merge.json", _record(given, method, weights, density, seed, base_name))
     return Path(out)
 
 
@@ -116,11 +119,26 @@ def _load_base(base_name: str, task_type: str | None) -> Any:
     return auto_cls.from_pretrained(resolve_model_path(base_name), config=config)
 
 
+def _weights_digest(adapter: Path) -> str | None:
+    """SHA-256 of the adapter's weights file: which weights were merged, wherever the folder moves."""
+    weights = next((adapter / n for n in WEIGHT_FILES if (adapter / n).is_file()), None)
+    if weights is None:
+        return None
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _record(
     adapters: list[Path], method: str, weights: Sequence[float], density: float | None, seed: int, base: str
 ) -> dict[str, Any]:
     return {
-        "sources": [{"path": str(a), "weight": w} for a, w in zip(adapters, weights, strict=True)],
+        "sources": [
+            {"path": str(a), "weight": w, "sha256": _weights_digest(a)}
+            for a, w in zip(adapters, weights, strict=True)
+        ],
         "method": method,
         "weights": list(weights),
         "density": density,

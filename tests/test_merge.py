@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -102,6 +103,17 @@ def test_dare_is_reproducible_under_a_seed(adapters, tmp_path):
         [W1, W2],
     )
     assert [s["path"] for s in record["sources"]] == [str(adapters["a"]), str(adapters["b"])]
+    weights = [adapters[k] / "adapter_model.safetensors" for k in "ab"]
+    assert [s["sha256"] for s in record["sources"]] == [
+        hashlib.sha256(w.read_bytes()).hexdigest() for w in weights
+    ]
+
+
+def test_the_record_names_sources_as_given_so_that_it_moves_with_the_project(adapters, tmp_path, monkeypatch):
+    monkeypatch.chdir(adapters["a"].parent)
+    merge([Path(adapters["a"].name), Path(adapters["b"].name)], "linear", [W1, W2], tmp_path / "relative")
+    record = json.loads((tmp_path / "relative" / "merge.json").read_text())
+    assert [s["path"] for s in record["sources"]] == [adapters["a"].name, adapters["b"].name]
 
 
 def test_merged_adapter_loads_in_peft_and_lit_lora(adapters, tiny_llama, tmp_path):
