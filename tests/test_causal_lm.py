@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -16,10 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_lora.adapters import AdaLoraSpec, LoraSpec
 from lit_lora.data import GSM8KDataModule, WikiTextDataModule
-from lit_lora.errors import LitLoraError
 from lit_lora.metrics.language_model import token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models.causal_lm import refuse_generation_under_zero3
 from lit_lora.tiny_decoder import BUILTIN_TEXT
 from tests.conftest import GSM8K_ROWS, SHARED_DATA
 from tests.helpers import quantized, trainer
@@ -248,18 +245,3 @@ def test_accumulated_micro_batches_weigh_every_token_alike(tiny_llama, tmp_path)
     assert gradients[4].keys() == gradients[1].keys() and gradients[4]
     for name, expected in gradients[4].items():
         torch.testing.assert_close(gradients[1][name], expected, rtol=1e-4, atol=1e-7, msg=name)
-
-
-def test_generation_under_zero3_on_two_ranks_is_refused_up_front():
-    class Split:
-        column_names = ["input_ids", "labels", "reference"]
-
-    zero3 = SimpleNamespace(strategy=SimpleNamespace(zero_stage_3=True), world_size=2)
-    zero3.datamodule = SimpleNamespace(splits={"validation": Split()})
-    with pytest.raises(LitLoraError, match="not supported under DeepSpeed ZeRO-3"):
-        refuse_generation_under_zero3(zero3, "fit", generate_in_eval=True)
-    refuse_generation_under_zero3(zero3, "fit", generate_in_eval=False)  # loss and perplexity only: fine
-    with pytest.raises(LitLoraError, match="predict"):
-        refuse_generation_under_zero3(zero3, "predict", generate_in_eval=False)
-    one_rank = SimpleNamespace(strategy=zero3.strategy, world_size=1, datamodule=zero3.datamodule)
-    refuse_generation_under_zero3(one_rank, "predict", generate_in_eval=True)

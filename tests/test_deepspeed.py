@@ -24,7 +24,7 @@ from peft import PeftModel  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
-from lit_lora.cli import build_cli  # noqa: E402
+from lit_lora.cli import build_cli, main  # noqa: E402
 from lit_lora.errors import LitLoraError  # noqa: E402
 from lit_lora.strategies import LitLoraDeepSpeed  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
@@ -129,11 +129,25 @@ def _train_losses(root: Path) -> list[float]:
     return [float(row["train/loss"]) for row in rows if row.get("train/loss")]
 
 
+def _labels_as_generation(model: Path, data: Path, root: Path, *extra: str) -> list[str]:
+    """SST-2 as a decoder's chat reply, validated with generation. 32 dev rows in batches of 5 on two
+    ranks: one rank's last batch is padding, which must run the real batch's forwards under ZeRO-3."""
+    return [
+        "validate", "--config", str(CONFIGS / "sst2_smollm2.yaml"), *extra,
+        "--model.model_name_or_path", str(model), "--data.data_dir", str(data), "--data.eval_batch_size", "5",
+        "--model.generate_in_eval", "true", "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def runs(tiny_bert: Path, tiny_sst2: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """LoRA under ZeRO-2 and ZeRO-3, with and without offload, a ZeRO-3 resume, and AdaLoRA under DDP."""
+def runs(
+    tiny_bert: Path, tiny_llama: Path, tiny_sst2: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """LoRA under ZeRO-2 and ZeRO-3, with and without offload, a ZeRO-3 resume, AdaLoRA under DDP, and a
+    decoder's evaluation with generation under ZeRO-3."""
     tmp = tmp_path_factory.mktemp("deepspeed")
-    names = ("z2", "z2_offload", "z3", "z3_validated", "z3_offload", "z3_resumed", "ada_ddp")
+    names = ("z2", "z2_offload", "z3", "z3_validated", "z3_offload", "z3_resumed", "ada_ddp", "z3_decoder")
     roots = {name: tmp / name for name in names}
     zero2 = ["--config", str(EXTRAS / "deepspeed_zero2.yaml")]
     offload2 = ["--config", str(EXTRAS / "deepspeed_zero2_offload.yaml")]
@@ -162,6 +176,9 @@ def runs(tiny_bert: Path, tiny_sst2: Path, tmp_path_factory: pytest.TempPathFact
             _lora(tiny_bert, tiny_sst2, roots["z3_offload"], *zero3, *offload3),
             [*_lora(tiny_bert, tiny_sst2, roots["z3_resumed"], *zero3), "--ckpt_path", str(first_epoch)],
             _adalora(tiny_bert, tiny_sst2, roots["ada_ddp"], "--trainer.strategy", "ddp"),
+            _labels_as_generation(
+                tiny_llama, tiny_sst2, roots["z3_decoder"], *zero3, "--trainer.devices", "2"
+            ),
         ],
         tmp / "ranks",
     )  # fmt: skip
@@ -211,6 +228,19 @@ def test_zero3_checkpoints_hold_no_frozen_weights_and_resume_exactly(runs, tiny_
     resumed = _train_losses(runs["z3_resumed"])
     assert len(resumed) == STEPS // 2  # the second epoch only
     assert resumed == pytest.approx(_train_losses(runs["z3"])[STEPS // 2 :], abs=1e-6)
+
+
+def test_a_decoders_evaluation_with_generation_under_zero3_scores_what_one_device_does(
+    runs, tiny_llama, tiny_sst2, tmp_path
+):
+    # Ranks stop generating at different steps and one evaluates a padding batch, while every ZeRO-3
+    # forward needs both: they must stay in step (or hang) and count each row once.
+    single = tmp_path / "single"
+    main(_labels_as_generation(tiny_llama, tiny_sst2, single, "--trainer.devices", "1"))
+    expected, got = _metrics(single), _metrics(runs["z3_decoder"])
+    assert {"val/acc", "val/exact_match", "val/loss"} <= expected.keys()
+    assert got["val/acc"] == expected["val/acc"] and got["val/exact_match"] == expected["val/exact_match"]
+    assert got["val/loss"] == pytest.approx(expected["val/loss"], abs=1e-5)
 
 
 def test_adalora_under_zero2_allocates_as_ddp_on_every_rank(runs, tiny_bert, tiny_sst2, tmp_path):

@@ -84,6 +84,34 @@ def test_max_new_tokens_is_respected(tiny_llama, new_tokens):
     assert replies == hf_greedy(model, ids, mask, new_tokens, set())
 
 
+def test_a_rank_that_is_done_keeps_stepping_until_no_rank_generates(tiny_llama):
+    model = decoder(tiny_llama, lora=False)
+    ids, mask = left_padded_prompts(model.config.vocab_size)
+    stop = stops_splitting_rows(hf_greedy(model, ids, mask, NEW_TOKENS, set()))
+    replies = hf_greedy(model, ids, mask, NEW_TOKENS, stop)
+    early = [i for i, row in enumerate(replies) if len(row) < NEW_TOKENS]
+    ids, mask = ids[early], mask[early]  # this rank's rows all stop early; the other rank's run on
+    expected = hf_greedy(model, ids, mask, NEW_TOKENS, stop)
+    longest = max(len(row) for row in expected)
+    assert len(early) >= 2 and longest < NEW_TOKENS
+    reported: list[bool] = []
+
+    def any_rank_running(running: bool) -> bool:  # the other rank runs until its last step
+        reported.append(running)
+        return len(reported) < NEW_TOKENS
+
+    forwards = []
+    hook = model.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        replies = greedy_generate(model, ids, mask, NEW_TOKENS, stop, PAD, any_rank_running)
+    finally:
+        hook.remove()
+    assert replies == expected
+    # The other rank's forwards (prompt, then NEW_TOKENS - 1 steps) and one report per step from each.
+    assert len(forwards) == NEW_TOKENS
+    assert reported == [True] * (longest - 1) + [False] * (NEW_TOKENS - longest + 1)
+
+
 def test_a_cache_that_cannot_drop_rows_keeps_them_and_the_tokens(tiny_llama, monkeypatch):
     model = decoder(tiny_llama, lora=True)
     ids, mask = left_padded_prompts(model.config.vocab_size)

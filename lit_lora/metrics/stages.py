@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import cast
 
+import torch
 from torch import nn
 
 MetricFactory = Callable[[str], Mapping[str, nn.Module]]
@@ -20,12 +22,25 @@ class StageMetrics(nn.ModuleDict):
 
     def __init__(self, make: MetricFactory, stages: Iterable[str]) -> None:
         super().__init__({_key(stage): nn.ModuleDict(make(stage)) for stage in stages})
+        self._make = make
 
     def __getitem__(self, stage: str) -> nn.ModuleDict:
         return cast(nn.ModuleDict, super().__getitem__(_key(stage)))
 
     def __contains__(self, stage: str) -> bool:
         return super().__contains__(_key(stage))
+
+    @contextmanager
+    def discarded(self, stage: str, device: torch.device) -> Iterator[None]:
+        """Inside, ``stage``'s updates go to fresh metrics that are then thrown away (padding batches that
+        must compute like real ones, yet count for nothing)."""
+        key = _key(stage)
+        kept = super().__getitem__(key)
+        self[key] = nn.ModuleDict(self._make(stage)).to(device)
+        try:
+            yield
+        finally:
+            self[key] = kept
 
     def reset(self, stage: str) -> None:
         """Clear every metric of ``stage`` (at the start and end of its epochs)."""

@@ -7,6 +7,7 @@ follows the sum of the replies' lengths, and the tokens are the same as ``genera
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,6 +57,7 @@ def greedy_generate(
     max_new_tokens: int,
     stop_ids: set[int],
     pad_id: int,
+    any_rank_running: Callable[[bool], bool] | None = None,
 ) -> list[list[int]]:
     """Each left-padded prompt's greedy continuation: new token ids, ending with its stop token if any.
 
@@ -63,6 +65,10 @@ def greedy_generate(
     and ``logits_to_keep``. Positions come from the mask, as in ``generate``, so padding does not shift
     a row. A cache that cannot drop rows keeps finished rows, fed ``pad_id`` as ``generate`` does: the
     same tokens at the old cost. The model's train/eval mode is left alone.
+
+    ``any_rank_running`` (a collective: every rank calls it once per step with whether it still
+    generates) keeps ranks in step where every forward needs all of them (ZeRO-3): a rank that is done
+    runs throwaway one-token forwards until no rank generates, as ``generate(synced_gpus=True)`` does.
     """
     generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     if max_new_tokens < 1:
@@ -75,19 +81,28 @@ def greedy_generate(
     drop = _can_drop_rows(cache)
     rows = list(range(input_ids.shape[0]))  # the prompt each batch row continues
     finished: set[int] = set()
+    done_here = False
     for step in range(max_new_tokens):
-        tokens = out.logits[:, -1].argmax(dim=-1)
-        keep = []  # batch rows still running
-        for i, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
-            if row in finished:
-                continue
-            generated[row].append(token)
-            if token in stop_ids:
-                finished.add(row)
-            else:
-                keep.append(i)
-        if not keep or step == max_new_tokens - 1:
+        if not done_here:
+            tokens = out.logits[:, -1].argmax(dim=-1)
+            keep = []  # batch rows still running
+            for i, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+                if row in finished:
+                    continue
+                generated[row].append(token)
+                if token in stop_ids:
+                    finished.add(row)
+                else:
+                    keep.append(i)
+            done_here = not keep or step == max_new_tokens - 1
+        if any_rank_running is None:
+            if done_here:
+                break
+        elif not any_rank_running(not done_here):
             break
+        elif done_here:  # another rank still generates: join its weight gathers, output unused
+            model(input_ids=input_ids[:1, -1:], attention_mask=attention_mask[:1, -1:], logits_to_keep=1)
+            continue
         if drop and len(keep) < len(rows):
             index = torch.tensor(keep, device=tokens.device)
             cache.batch_select_indices(index)

@@ -142,19 +142,25 @@ class PeftModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if is_padding_batch(self.trainer.val_dataloaders, batch_idx):
-            return self._padding_step(batch)
+            return self._padding_step(batch, "val")
         self._eval_step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         if is_padding_batch(self.trainer.test_dataloaders, batch_idx):
-            return self._padding_step(batch)
+            return self._padding_step(batch, "test")
         self._eval_step(batch, "test")
 
-    def _padding_step(self, batch: Any) -> None:
-        # Scored by no metric; under ZeRO-3 the forward still runs, since every rank must join the
-        # weight gathers of every forward pass.
-        if getattr(self.trainer.strategy, "zero_stage_3", False):
-            self(batch)
+    @property
+    def _gathers_weights_in_every_forward(self) -> bool:
+        """ZeRO-3 on several ranks: every forward pass needs every rank, in the same order."""
+        return getattr(self.trainer.strategy, "zero_stage_3", False) and self.trainer.world_size > 1
+
+    def _padding_step(self, batch: Any, stage: str) -> None:
+        # Scored by no metric. Under ZeRO-3 it still runs every forward a real batch runs (a decoder's
+        # evaluation runs several), or the other ranks would wait for it in their weight gathers.
+        if self._gathers_weights_in_every_forward:
+            with self.stage_metrics.discarded(stage, self.device):
+                self._eval_step(batch, stage)
 
     # An epoch cut short (an exception mid-validation) leaves states behind: clear them on the way in too.
     def on_validation_epoch_start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -91,9 +92,6 @@ class CausalLM(PeftModule):
 
     def _trained_heads(self, config: Any) -> list[str]:
         return []
-
-    def setup(self, stage: str) -> None:
-        refuse_generation_under_zero3(self.trainer, stage, self.generate_in_eval)
 
     def configure_model(self) -> None:
         if self.model is None and self.adapter_path is None and self.adapter.target_modules is None:
@@ -190,7 +188,10 @@ class CausalLM(PeftModule):
     def _eval_step(self, batch: Batch, stage: str) -> None:
         metrics = self.stage_metrics[stage]
         choices = batch.get("label_choices")
-        replies = None if choices is None else label_replies(batch["labels"], batch["label"], choices)
+        # Under ZeRO-3 every rank must run the same forwards; the shared-prompt path is taken only when
+        # the batch allows it, which may differ between ranks.
+        shared = choices is not None and not self._gathers_weights_in_every_forward
+        replies = label_replies(batch["labels"], batch["label"], choices) if shared else None
         if replies is not None:
             self._score_label_replies(batch, choices, replies, stage)
         else:
@@ -257,7 +258,10 @@ class CausalLM(PeftModule):
         limit = min(self.max_new_tokens, max_new_tokens or self.max_new_tokens)
         if is_plain_greedy(generation_config):
             # Finished rows leave the batch: a batch costs its replies' lengths, not rows x the longest.
-            replies = greedy_generate(self.peft_model, input_ids, attention_mask, limit, stop, self._pad_id)
+            sync = self._any_rank_running()
+            replies = greedy_generate(
+                self.peft_model, input_ids, attention_mask, limit, stop, self._pad_id, sync
+            )
             return tokenizer.batch_decode(replies, skip_special_tokens=True)
         # The model's generation config edits the logits (a repetition penalty, ...) or searches beams:
         # Hugging Face applies it, so that answers stay what they were with this model.
@@ -269,8 +273,21 @@ class CausalLM(PeftModule):
             eos_token_id=sorted(stop),
             pad_token_id=self._pad_id,
             use_cache=True,  # gradient checkpointing turns the cache off for training only
+            synced_gpus=self._any_rank_running() is not None,
         )
         return tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
+
+    def _any_rank_running(self) -> Callable[[bool], bool] | None:
+        """Under ZeRO-3 on several ranks, the collective that keeps generating ranks in step, else None."""
+        if self._trainer is None or not self._gathers_weights_in_every_forward:
+            return None
+
+        def any_rank_running(running: bool) -> bool:
+            flag = torch.tensor(float(running), device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            return bool(flag.item())
+
+        return any_rank_running
 
     @property
     def _pad_id(self) -> int:
@@ -304,21 +321,3 @@ def label_replies(
             return None
         replies.append([[*choice, reply[-1]] for choice in row_choices])
     return replies
-
-
-def refuse_generation_under_zero3(trainer: Any, stage: str, generate_in_eval: bool) -> None:
-    """Greedy generation under ZeRO-3 on several ranks would hang: ranks stop after different numbers
-    of tokens, while every ZeRO-3 forward gathers weights from all of them. Say so before any step."""
-    if not (getattr(trainer.strategy, "zero_stage_3", False) and trainer.world_size > 1):
-        return
-    datamodule = getattr(trainer, "datamodule", None)
-    splits = getattr(datamodule, "splits", {}) or {}
-    generates = stage == "predict" or (
-        generate_in_eval and any("reference" in split.column_names for split in splits.values())
-    )
-    if generates:
-        raise LitLoraError(
-            "greedy generation (predict, or evaluation with model.generate_in_eval=true) is not supported "
-            "under DeepSpeed ZeRO-3 on several devices; set model.generate_in_eval=false, or evaluate "
-            "and predict with --config configs/extras/deepspeed_zero2.yaml or one device"
-        )
