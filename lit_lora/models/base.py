@@ -153,7 +153,10 @@ class PeftModule(L.LightningModule):
     @property
     def _gathers_weights_in_every_forward(self) -> bool:
         """ZeRO-3 on several ranks: every forward pass needs every rank, in the same order."""
-        return getattr(self.trainer.strategy, "zero_stage_3", False) and self.trainer.world_size > 1
+        trainer = self._trainer  # None when called outside a Trainer (a notebook, a test)
+        if trainer is None:
+            return False
+        return getattr(trainer.strategy, "zero_stage_3", False) and trainer.world_size > 1
 
     def _padding_step(self, batch: Any, stage: str) -> None:
         # Scored by no metric. Under ZeRO-3 it still runs every forward a real batch runs (a decoder's

@@ -279,7 +279,7 @@ class CausalLM(PeftModule):
 
     def _any_rank_running(self) -> Callable[[bool], bool] | None:
         """Under ZeRO-3 on several ranks, the collective that keeps generating ranks in step, else None."""
-        if self._trainer is None or not self._gathers_weights_in_every_forward:
+        if not self._gathers_weights_in_every_forward:
             return None
 
         def any_rank_running(running: bool) -> bool:
