@@ -281,13 +281,8 @@ class CausalLM(PeftModule):
         """Under ZeRO-3 on several ranks, the collective that keeps generating ranks in step, else None."""
         if not self._gathers_weights_in_every_forward:
             return None
-
-        def any_rank_running(running: bool) -> bool:
-            flag = torch.tensor(float(running), device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            return bool(flag.item())
-
-        return any_rank_running
+        strategy = self.trainer.strategy
+        return lambda running: strategy.reduce_boolean_decision(running, all=False)
 
     @property
     def _pad_id(self) -> int:
