@@ -9,10 +9,10 @@ the span margin plus the head's log-odds, and the decoding, thresholds and confi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+from peft import PeftConfig
 from torch import nn
 
 from lit_lora.errors import LitLoraError
@@ -35,11 +35,9 @@ def null_logits(base: nn.Module, hidden_states: tuple[torch.Tensor, ...]) -> tor
 
 def check_saved_adapter(adapter_path: str, wanted: bool) -> None:
     """Refuse an adapter whose head does not match ``model.answerability_head``: decoding would be wrong."""
-    path = Path(adapter_path) / "adapter_config.json"
-    if not path.is_file():
+    if not (Path(adapter_path) / "adapter_config.json").is_file():
         return  # building the model names what is missing
-    config = json.loads(path.read_text())
-    saved = HEAD_NAME in (config.get("modules_to_save") or [])
+    saved = HEAD_NAME in (PeftConfig.from_pretrained(adapter_path).modules_to_save or [])
     if saved != wanted:
         raise LitLoraError(
             f"model.adapter_path={adapter_path} was trained {'with' if saved else 'without'} an "
