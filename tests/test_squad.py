@@ -26,6 +26,7 @@ from lit_lora.metrics.squad_v2 import (
 from lit_lora.models import QuestionAnswering
 from lit_lora.models._qa_decode import FeatureResult, decide, top_token_spans
 from tests.helpers import trainer
+from tests.test_training import changed_keys, snapshot, trainable_keys
 
 FILLER = "Travellers describe its markets, rivers and old stone bridges at great length in their diaries. "
 FACTS = [
@@ -246,12 +247,10 @@ def test_inputs_reach_the_model_whole_and_only_adapter_and_head_train(tiny_bert,
     with torch.no_grad():  # a fresh LoRA adds zero: the module must equal the plain model, segments included
         plain = module.peft_model.get_base_model()(**inputs).start_logits
         assert torch.equal(module(batch).start_logits, plain)
-    before = {k: v.clone() for k, v in module.peft_model.state_dict().items()}
+    before = snapshot(module)
     trainer(tmp_path, max_steps=3).fit(module, data)
-    after = module.peft_model.state_dict()
-    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
-    trainable = {n for n, p in module.peft_model.named_parameters() if p.requires_grad}
-    assert changed == trainable
+    trainable = trainable_keys(module)
+    assert changed_keys(before, module) == trainable
     assert any("qa_outputs.modules_to_save" in k for k in trainable)
     assert all(".lora_" in k or ".modules_to_save." in k for k in trainable)
 

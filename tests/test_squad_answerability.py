@@ -12,6 +12,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.models._qa_decode import decide
 from tests.helpers import trainer
 from tests.test_squad import datamodule, qa_model, squad_json
+from tests.test_training import changed_keys, snapshot, trainable_keys
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +32,11 @@ def test_the_head_trains_with_adapter_and_span_head_and_nothing_else(tiny_bert, 
     plain, module = qa_model(tiny_bert), qa_model(tiny_bert, answerability_head=True)
     hidden = module.peft_model.get_base_model().config.hidden_size
     assert module.parameter_counts()["trainable"] == plain.parameter_counts()["trainable"] + hidden + 1
-    before = {k: v.clone() for k, v in module.peft_model.state_dict().items()}
+    before = snapshot(module)
     run, data = trainer(tmp_path, max_steps=3, limit_val_batches=1.0), datamodule(tiny_bert, tiny_squad)
     run.fit(module, data)
-    after = module.peft_model.state_dict()
-    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
-    trainable = {n for n, p in module.peft_model.named_parameters() if p.requires_grad}
-    assert changed == trainable
+    trainable = trainable_keys(module)
+    assert changed_keys(before, module) == trainable
     assert any("answerability_head.modules_to_save" in k for k in trainable)
     assert all(".lora_" in k or ".modules_to_save." in k for k in trainable)
     (metrics,) = run.validate(module, data)
