@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,17 +140,30 @@ def linear_layer_names(model: torch.nn.Module) -> list[str]:
 
 
 def _load_adapter(base: PreTrainedModel, adapter_path: str) -> PeftModel:
-    try:
+    with _adapter_errors(adapter_path, "model.adapter_path"):
         return PeftModel.from_pretrained(base, adapter_path, is_trainable=False)
+
+
+def load_more_adapter(model: PeftModel, adapter_path: str, name: str, key: str) -> None:
+    """Load the saved adapter at ``adapter_path`` into ``model`` as ``name``, frozen (``key`` names it)."""
+    with _adapter_errors(adapter_path, key):
+        model.load_adapter(adapter_path, adapter_name=name, is_trainable=False)
+
+
+@contextmanager
+def _adapter_errors(adapter_path: str, key: str) -> Iterator[None]:
+    """PEFT's loading errors as one line naming ``key``'s folder and the likely cause."""
+    try:
+        yield
     except SafetensorError as err:
         raise LitLoraError(
-            f"model.adapter_path={adapter_path}: adapter_model.safetensors cannot be read ({err}); it is "
+            f"{key}={adapter_path}: adapter_model.safetensors cannot be read ({err}); it is "
             "corrupt or truncated: export the adapter again"
         ) from err
     except (RuntimeError, ValueError, KeyError) as err:
         lines = str(err).splitlines()
         detail = next((line.strip() for line in lines if "size mismatch" in line), lines[0] if lines else "")
         raise LitLoraError(
-            f"model.adapter_path={adapter_path} does not fit this base model ({detail}); was it trained on "
+            f"{key}={adapter_path} does not fit this base model ({detail}); was it trained on "
             "another model.model_name_or_path?"
         ) from err

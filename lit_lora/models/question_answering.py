@@ -16,7 +16,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gathered import GatheredObjects
 from lit_lora.metrics.span import SpanAccuracy
 from lit_lora.metrics.squad_v2 import threshold_scores
-from lit_lora.models._answerability import attach_head, check_saved_adapter, null_logits
+from lit_lora.models._answerability import HEAD_NAME, attach_head, check_saved_adapter, null_logits
 from lit_lora.models._qa_decode import (
     FeatureResult,
     decide,
@@ -24,6 +24,7 @@ from lit_lora.models._qa_decode import (
     to_char_spans,
     top_token_spans,
 )
+from lit_lora.models._qa_ensemble import Member, ensemble_members, ensemble_outputs, load_members
 from lit_lora.models.base import PeftModule
 
 Batch = dict[str, Any]
@@ -55,6 +56,7 @@ class QuestionAnswering(PeftModule):
         null_score_diff_threshold: float = 0.0,
         null_window_weight: float = 1.0,
         answerability_head: bool = False,
+        ensemble_adapter_paths: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -71,6 +73,10 @@ class QuestionAnswering(PeftModule):
             answerability_head: Add a separate head on the last hidden state at CLS (trained in full
                 with binary cross-entropy: does this window miss the answer?) whose logit is added to
                 the null (CLS) score. The threshold and metrics work as before, on the summed margin.
+            ensemble_adapter_paths: More saved adapters (same base, task and LoRA method) evaluated
+                together with ``adapter_path`` as one model: validate, test and predict average the
+                members' start and end logits (and answerability logits, 0 for a member without the
+                head) before decoding. One forward per member; choose the threshold on the ensemble.
         """
         super().__init__(*args, **kwargs)
         if n_best < 1 or max_answer_length < 1:
@@ -82,16 +88,34 @@ class QuestionAnswering(PeftModule):
             raise LitLoraError(f"model.null_window_weight={null_window_weight} must lie in (0, 1]")
         self.null_window_weight = null_window_weight
         self.answerability_head = answerability_head
+        self.ensemble_adapter_paths = ensemble_adapter_paths or []
+        # Read from the members' configs now, so that a bad one is refused before the model loads.
+        self._members: list[Member] = (
+            ensemble_members(self.adapter_path, self.ensemble_adapter_paths, answerability_head)
+            if self.ensemble_adapter_paths
+            else []
+        )
+        self._has_head = answerability_head or any(member.has_head for member in self._members)
 
     def _add_task_modules(self, base: nn.Module) -> list[str]:
         if self.adapter_path is not None:
             check_saved_adapter(self.adapter_path, self.answerability_head)
-        return attach_head(base) if self.answerability_head else []
+        if self._has_head:  # a member's saved head loads into this module
+            attach_head(base)
+        return [HEAD_NAME] if self.answerability_head else []
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        super().configure_model()
+        if self._members:
+            load_members(self.peft_model, self._members)
+            self.peft_model.train()  # as the base class leaves it; evaluation switches to eval mode
 
     def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
         windows: GatheredObjects[FeatureResult] = GatheredObjects()  # decoded per question at epoch end
         metrics: dict[str, nn.Module] = {"loss": MeanMetric(), "span_acc": SpanAccuracy(), "windows": windows}
-        if self.answerability_head:
+        if self._has_head:
             metrics["answerability_loss"] = MeanMetric()
         return metrics
 
@@ -170,12 +194,20 @@ class QuestionAnswering(PeftModule):
             for i in range(len(offsets))
         ]
 
+    def _evaluated_outputs(self, batch: Batch) -> tuple[Any, torch.Tensor | None]:
+        """Span logits and null logits of what is evaluated: the adapter, or the ensemble's averages."""
+        inputs = {k: v for k, v in batch.items() if k not in POSITIONS}
+        if self._members:
+            tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+            return ensemble_outputs(self.peft_model, self._members, tensors)
+        outputs = self(inputs)
+        return outputs, self._null_logits(outputs)
+
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        outputs = self(batch)
+        outputs, null = self._evaluated_outputs(batch)
         start, end = outputs.start_logits.float(), outputs.end_logits.float()
         metrics = self.stage_metrics[stage]
         metrics["loss"].update(self._span_loss(outputs, batch), weight=start.shape[0])
-        null = self._null_logits(outputs)
         if null is not None:
             metrics["answerability_loss"].update(self._answerability_loss(null, batch), weight=start.shape[0])
         positions = batch["start_positions"], batch["end_positions"]
@@ -210,9 +242,9 @@ class QuestionAnswering(PeftModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         """One answer per question in the batch (the datamodule keeps a question's windows together)."""
-        outputs = self({k: v for k, v in batch.items() if k not in POSITIONS})
+        outputs, null = self._evaluated_outputs(batch)
         start, end = outputs.start_logits.float(), outputs.end_logits.float()
-        results = self._feature_results(batch, start, end, self._null_logits(outputs))
+        results = self._feature_results(batch, start, end, null)
         answers = decide(results, self.n_best, self.null_score_diff_threshold)
         return [
             {"id": qid, "answer": a.text, "confidence": a.confidence, "no_answer": a.text == ""}
