@@ -29,14 +29,19 @@ latest_version() {
   ls -d "$1"/lightning_logs/version_* | sort -V | tail -1
 }
 
+# heldout_threshold RECORD: the null threshold best for F1 on the held-out articles, from a validate or fit
+# results.json.
+heldout_threshold() {
+  "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['metrics']['val/best_f1_thresh'])" "$1"
+}
+
 # test_on_dev RUN EPOCH [RECORD]: dev scored once, with RUN's newest fit config and its checkpoint of EPOCH
 # (counted from 0), at the null threshold val/best_f1_thresh of RECORD: by default that fit's own
 # results.json, i.e. the held-out articles after the last epoch. Never dev's own threshold.
 test_on_dev() {
   local version threshold
   version=$(latest_version "$1")
-  threshold=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['metrics']['val/best_f1_thresh'])" \
-    "${3:-$version/results.json}")
+  threshold=$(heldout_threshold "${3:-$version/results.json}")
   "$PY" -m lit_lora test --config "$version/config.yaml" --model.null_score_diff_threshold "$threshold" \
     --trainer.enable_progress_bar false --trainer.default_root_dir "$1_test" \
     --ckpt_path "$(ls "$version"/checkpoints/epoch="$2"-*.ckpt)"
