@@ -47,6 +47,17 @@ class LitLoraCLI(LightningCLI):
         parser.link_arguments("model.init_args.trust_remote_code", "data.init_args.trust_remote_code")
         parser.link_arguments("seed_everything", "data.init_args.seed", compute_fn=_data_seed)
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            # jsonargparse reports a class whose __init__ refused its arguments as a value that "does
+            # not validate against any of the Union subtypes"; lit_lora's own one-line reason is its cause.
+            refusal = _lit_lora_cause(err)
+            if refusal is None:
+                raise
+            raise refusal from None
+
     def after_instantiate_classes(self) -> None:
         # The device is resolved (accelerator auto included) and no weights are loaded yet.
         quantization = getattr(self.model, "quantization", None)
@@ -118,6 +129,17 @@ def remove_unstarted_run_dir(trainer: Any) -> None:
     leftovers = {p.name for p in Path(log_dir).iterdir()}
     if leftovers <= {"config.yaml", "hparams.yaml", "metrics.csv"}:
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _lit_lora_cause(err: BaseException) -> LitLoraError | None:
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, LitLoraError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _data_seed(seed: int | bool | None) -> int:

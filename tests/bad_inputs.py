@@ -128,6 +128,8 @@ def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
         Case("AdaLoRA phases longer than the run", "leaves no budgeting phase",
              lambda t: ["--model.adapter.tinit", "5", "--model.adapter.tfinal", "5"],
              config="configs/sst2_adalora.yaml"),
+        Case("value a module refuses", "model.null_window_weight=2.0 must lie in (0, 1]",
+             lambda t: ["--model.null_window_weight", "2"], config="configs/squad_v2_lora.yaml"),
         Case("PiSSA on a 4-bit base", "PissaSpec cannot start from a model.quantization.mode=nf4",
              lambda t: ["--model.quantization.mode", "nf4"], config="configs/sst2_pissa.yaml"),
         Case("corrupt adapter file", "adapter_model.safetensors cannot be read",
