@@ -4,9 +4,10 @@ Rules. A *run* is one directory holding a ``results.json`` with ``stage: fit`` (
 ``test`` or ``validate`` records in the same directory add their metrics to it, and so do those of a
 separate ``test``/``validate`` run that loaded the fit's adapter (``model.adapter_path`` names
 ``<fit run>/adapter``; a relative path is matched by its trailing folders). Records with no fit
-are skipped (and counted). Runs are grouped by ``config_name``, method, quantisation
-and the rest of their recorded config, ignoring seeds and output paths: a group is one configuration
-over seeds. Each group shows mean ± sample standard deviation (ddof=1) and n; n=1 shows no ±.
+are skipped (and counted), and so are those of an adapter ensemble (``model.ensemble_adapter_paths``).
+Runs are grouped by ``config_name``, method, quantisation and the rest of their recorded config,
+ignoring seeds and output paths: a group is one configuration over seeds. Each group shows mean ± sample
+standard deviation (ddof=1) and n; n=1 shows no ±.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def _fit_of(record: dict[str, Any], fits: dict[Path, Path]) -> Path | None:
     model = (record.get("config") or {}).get("model")
     init_args = model.get("init_args") if isinstance(model, dict) else None
     adapter = init_args.get("adapter_path") if isinstance(init_args, dict) else None
-    if not adapter:
-        return None
+    if not adapter or init_args.get("ensemble_adapter_paths"):
+        return None  # an ensemble's scores are not its first member's: no single fit owns them
     run = Path(str(adapter)).parent  # AdapterExport writes <fit run dir>/adapter
     if run.resolve() in fits:
         return fits[run.resolve()]

@@ -122,6 +122,18 @@ def test_a_separate_test_run_joins_the_fit_whose_adapter_it_loaded(tmp_path: Pat
     assert "1 records with no fit record" in (out / "summary.md").read_text()  # test2 tested another fit
 
 
+def test_an_ensemble_test_run_joins_no_fit_though_its_first_member_is_one(tmp_path: Path) -> None:
+    fit_dir = write_result(tmp_path / "runs" / "fit").parent
+    init_args = {"adapter_path": str(fit_dir / "adapter"), "ensemble_adapter_paths": ["elsewhere/adapter"]}
+    config = {"model": {"init_args": init_args}}
+    write_result(tmp_path / "runs" / "ensemble", stage="test", metrics={"test/acc": 0.9}, config=config)
+    out = tmp_path / "report"
+    lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(out), "--no-plots"])
+    [row] = read_csv(out / "results.csv")
+    assert row["stages"] == "fit" and "test/acc" not in row  # the fit's adapter alone did not score 0.9
+    assert "1 records with no fit record" in (out / "summary.md").read_text()
+
+
 def test_report_joins_a_real_fit_and_its_test_run(
     tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
