@@ -103,6 +103,16 @@ def gsm8k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_squad(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SQuAD v2 file (answerable and unanswerable questions, contexts longer than one window)."""
+    from tests.test_squad import squad_json
+
+    path = tmp_path_factory.mktemp("tiny_squad") / "dev-v2.0.json"
+    path.write_text(json.dumps(squad_json()))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tiny_bert: Path, tiny_llama: Path) -> dict[str, Path]:
     """The tiny encoder and decoder by role, for tests that run every task module."""
     return {"bert": tiny_bert, "llama": tiny_llama}

@@ -68,13 +68,6 @@ def squad_json(facts=FACTS, filler_repeats: int = 3) -> dict:
     return {"version": "v2.0", "data": [{"title": "Made up", "paragraphs": paragraphs}]}
 
 
-@pytest.fixture(scope="session")
-def tiny_squad(tmp_path_factory: pytest.TempPathFactory):
-    path = tmp_path_factory.mktemp("tiny_squad") / "dev-v2.0.json"
-    path.write_text(json.dumps(squad_json()))
-    return path
-
-
 def datamodule(model, path, **kwargs) -> SquadV2DataModule:
     kwargs = {"max_length": 64, "doc_stride": 24, "batch_size": 4, **kwargs}
     return SquadV2DataModule(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,15 +9,8 @@ import torch.nn.functional as F
 from lit_lora.errors import LitLoraError
 from lit_lora.models._qa_decode import decide
 from tests.helpers import trainer
-from tests.test_squad import datamodule, qa_model, squad_json
+from tests.test_squad import datamodule, qa_model
 from tests.test_training import changed_keys, snapshot, trainable_keys
-
-
-@pytest.fixture(scope="module")
-def tiny_squad(tmp_path_factory: pytest.TempPathFactory):
-    path = tmp_path_factory.mktemp("tiny_squad") / "dev-v2.0.json"
-    path.write_text(json.dumps(squad_json()))
-    return path
 
 
 def first_val_batch(model, path):

@@ -12,15 +12,8 @@ from lit_lora.cli import build_cli
 from lit_lora.errors import LitLoraError
 from tests.conftest import REPO
 from tests.helpers import trainer
-from tests.test_squad import datamodule, qa_model, squad_json
+from tests.test_squad import datamodule, qa_model
 from tests.test_squad_answerability import first_val_batch
-
-
-@pytest.fixture(scope="module")
-def tiny_squad(tmp_path_factory: pytest.TempPathFactory):
-    path = tmp_path_factory.mktemp("tiny_squad") / "dev-v2.0.json"
-    path.write_text(json.dumps(squad_json()))
-    return path
 
 
 @pytest.fixture(scope="module")
