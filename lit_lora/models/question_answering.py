@@ -196,10 +196,9 @@ class QuestionAnswering(PeftModule):
 
     def _evaluated_outputs(self, batch: Batch) -> tuple[Any, torch.Tensor | None]:
         """Span logits and null logits of what is evaluated: the adapter, or the ensemble's averages."""
-        inputs = {k: v for k, v in batch.items() if k not in POSITIONS}
+        inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor) and k not in POSITIONS}
         if self._members:
-            tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-            return ensemble_outputs(self.peft_model, self._members, tensors)
+            return ensemble_outputs(self.peft_model, self._members, inputs)
         outputs = self(inputs)
         return outputs, self._null_logits(outputs)
 
