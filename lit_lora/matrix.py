@@ -22,6 +22,9 @@ Spec (YAML; relative paths are taken from the current directory, like ``--config
       - name: agnews                                 # a column
         config: configs/agnews_smollm2.yaml          # the lit_lora config the test runs with
         metric: test/acc                             # the key read from results.json's metrics
+      - name: gsm8k                                  # a list of keys: a column each, the first headlines
+        config: configs/gsm8k_smollm2.yaml
+        metric: [test/exact_match, test/exact_match_flexible]
         args: --data.max_eval_samples 500            # optional extra CLI args (string or list)
     models:
       - {name: base, adapter: null}                  # the base model alone
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_lora._io import atomic_write_json, file_sha256, read_json_object
-from lit_lora._matrix_spec import Model, Spec, Task, cell_command, load_spec
+from lit_lora._matrix_spec import Column, Model, Spec, Task, cell_command, load_spec
 from lit_lora._matrix_tables import FAILED, NOT_RUN, Cell, Cells, write_all
 from lit_lora.errors import LitLoraError
 from lit_lora.merge import adapter_weights_sha256
@@ -89,12 +92,18 @@ def finished_record(cell_dir: Path) -> dict[str, Any] | None:
     return max(done, key=lambda pair: pair[0])[1] if done else None
 
 
-def _read(record: dict[str, Any], task: Task) -> Cell:
-    value = record.get("metrics", {}).get(task.metric)
-    if not isinstance(value, int | float):
-        found = ", ".join(sorted(record.get("metrics", {}))) or "none"
-        return Cell("failed", reason=f"metric {task.metric} not in results.json (found: {found})")
-    return Cell("completed", float(value))
+def _read(record: dict[str, Any], task: Task) -> dict[str, Cell]:
+    """The cell of each of the task's metrics; a metric the record lacks is a failed cell."""
+    logged = record.get("metrics", {})
+    found = ", ".join(sorted(logged)) or "none"
+    cells = {}
+    for metric in task.metrics:
+        value = logged.get(metric)
+        if isinstance(value, int | float):
+            cells[metric] = Cell("completed", float(value))
+        else:
+            cells[metric] = Cell(FAILED, reason=f"metric {metric} not in results.json (found: {found})")
+    return cells
 
 
 def _launch(command: list[str], log: Path) -> int:
@@ -114,8 +123,8 @@ def _reason(log: Path, code: int) -> str:
     return f"exit {code}: {last[:300]}"
 
 
-def run_cell(spec: Spec, model: Model, task: Task, out: Path, key: Key) -> tuple[Cell, bool]:
-    """The cell's score and whether a process ran for it."""
+def run_cell(spec: Spec, model: Model, task: Task, out: Path, key: Key) -> tuple[dict[str, Cell], bool]:
+    """The cell's scores (one per metric of the task) and whether a process ran for it."""
     directory = cell_dir(out, model, task, key)
     record = finished_record(directory)
     if record is not None:
@@ -125,7 +134,7 @@ def run_cell(spec: Spec, model: Model, task: Task, out: Path, key: Key) -> tuple
     code = _launch(cell_command(spec, model, task, directory, sys.executable), log)
     record = finished_record(directory)
     if code != 0 or record is None:
-        return Cell("failed", reason=_reason(log, code)), True
+        return dict.fromkeys(task.metrics, Cell(FAILED, reason=_reason(log, code))), True
     return _read(record, task), True
 
 
@@ -136,21 +145,29 @@ def run_matrix(
     pairs = [(m, t) for m in spec.models for t in spec.tasks]
     adapters = {m.name: adapter_key(m.adapter) for m in spec.models}  # each adapter hashed once
 
-    def one(pair: tuple[Model, Task]) -> Cell:
+    def one(pair: tuple[Model, Task]) -> dict[str, Cell]:
         model, task = pair
         key = cell_key(spec, task, adapters[model.name])
         if (tasks and task.name not in tasks) or (models and model.name not in models):
             record = finished_record(cell_dir(out, model, task, key))
-            return Cell(NOT_RUN) if record is None else _read(record, task)
-        cell, ran = run_cell(spec, model, task, out, key)
-        verb = ("ran" if ran else "skipped, finished earlier") if cell.status == "completed" else "FAILED"
-        detail = f"{task.metric}={cell.value:.4f}" if cell.value is not None else cell.reason
-        print(f"lit_lora matrix: {model.name} / {task.name}: {verb} ({detail})", flush=True)
-        return cell
+            return dict.fromkeys(task.metrics, Cell(NOT_RUN)) if record is None else _read(record, task)
+        cells, ran = run_cell(spec, model, task, out, key)
+        done = all(c.status == "completed" for c in cells.values())
+        verb = ("ran" if ran else "skipped, finished earlier") if done else "FAILED"
+        details = {f"{m}={c.value:.4f}" if c.value is not None else c.reason for m, c in cells.items()}
+        print(
+            f"lit_lora matrix: {model.name} / {task.name}: {verb} ({'; '.join(sorted(details))})", flush=True
+        )
+        return cells
 
     # Threads only wait on child processes; each cell is its own process either way.
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return {(m.name, t.name): cell for (m, t), cell in zip(pairs, pool.map(one, pairs), strict=True)}
+        by_pair = dict(zip(pairs, pool.map(one, pairs), strict=True))
+    return {
+        (m.name, Column(t, metric).name): cell
+        for (m, t), cells in by_pair.items()
+        for metric, cell in cells.items()
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -154,7 +154,11 @@ def test_share_table_and_failed_cells() -> None:
 
 def test_example_spec_structure() -> None:
     spec = load_spec(REPO / "configs" / "matrix" / "loracombench_smollm2.yaml", check_files=False)
-    assert [(t.name, t.metric) for t in spec.tasks] == [("agnews", "test/acc"), ("gsm8k", "test/exact_match")]
+    assert [(t.name, t.metrics) for t in spec.tasks] == [
+        ("agnews", ("test/acc",)),
+        ("gsm8k", ("test/exact_match", "test/exact_match_flexible")),
+    ]
+    assert [c.name for c in spec.columns] == ["agnews", "gsm8k", "gsm8k:test/exact_match_flexible"]
     assert [m.name for m in spec.models] == [
         "base", "LoRA_AGNews", "LoRA_GSM8K", "average_ab", "linear", "ties", "dare_ties",
     ]  # fmt: skip
@@ -196,6 +200,18 @@ GOOD_TASK = {"name": "t", "config": GSM8K, "metric": "test/loss"}
         (
             {"base": "b", "tasks": [GOOD_TASK], "models": [{"name": "m", "adapter": ".", "own_task": "z"}]},
             "not a task",
+        ),
+        (
+            {"base": "b", "tasks": [{**GOOD_TASK, "metric": []}], "models": [{"name": "m", "adapter": None}]},
+            "must be a logged key",
+        ),
+        (
+            {
+                "base": "b",
+                "tasks": [{**GOOD_TASK, "metric": ["test/a", "test/a"]}],
+                "models": [{"name": "m", "adapter": None}],
+            },
+            "names a key twice",
         ),
     ],
 )
@@ -291,6 +307,43 @@ def test_a_cell_is_reused_only_while_its_adapter_config_and_args_are_unchanged(
     key = json.loads(key_files[-1].read_text())
     assert key["adapter"]["weights_sha256"] == hashlib.sha256(b"A retrained").hexdigest()
     assert key["task_args"][-2:] == ["--data.max_eval_samples", "5"]
+
+
+def test_a_task_with_several_metrics_has_a_column_for_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = [
+        {"name": "own", "adapter": str(tmp_path), "own_task": "gen"},
+        {"name": "merged", "adapter": str(tmp_path), "merge": True},
+    ]
+    metrics = ["test/exact_match", "test/exact_match_flexible", "test/missing"]
+    tasks = [{"name": "gen", "config": GSM8K, "metric": metrics}]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": "b", "tasks": tasks, "models": models}))
+    scores = {"own": (0.5, 0.8), "merged": (0.25, 0.6)}
+
+    def fake_test(command: list[str], log: Path) -> int:  # one process scores both logged metrics
+        cell_dir = Path(command[command.index("--trainer.default_root_dir") + 1])
+        strict, flexible = scores[cell_dir.parts[-3]]
+        logged = {"test/exact_match": strict, "test/exact_match_flexible": flexible}
+        record = {"stage": "test", "status": "completed", "metrics": logged}
+        (cell_dir / "results.json").write_text(json.dumps(record))
+        return 0
+
+    monkeypatch.setattr(matrix, "_launch", fake_test)
+    with pytest.raises(SystemExit):  # test/missing was not logged: that column failed
+        main(["matrix", str(spec), "--out", str(tmp_path / "out")])
+    rows = _rows(tmp_path / "out")
+    assert list(rows["own"])[3:] == [
+        "gen", "gen:test/exact_match_flexible", "gen:test/missing",
+        "share:gen", "share:gen:test/exact_match_flexible", "share:gen:test/missing",
+    ]  # fmt: skip
+    assert [rows["merged"][k] for k in list(rows["merged"])[3:]] == [
+        "0.2500", "0.6000", "failed", "0.5000", "0.7500", "",
+    ]  # fmt: skip
+    text = (tmp_path / "out" / "matrix.md").read_text()
+    assert "| gen (test/exact_match) | gen (test/exact_match_flexible) |" in text
+    assert "- merged / gen:test/missing: metric test/missing not in results.json" in text
 
 
 def test_tasks_and_models_select_cells_and_the_rest_show_as_not_run(
