@@ -22,8 +22,24 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # names become folder names under DIR/c
 class Task:
     name: str
     config: str
-    metric: str
+    metrics: tuple[str, ...]  # keys read from results.json; the first is the task's headline
     args: tuple[str, ...] = ()
+
+    @property
+    def metric(self) -> str:
+        return self.metrics[0]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric of one task: a column of the tables. The headline metric's column is the task's name."""
+
+    task: Task
+    metric: str
+
+    @property
+    def name(self) -> str:
+        return self.task.name if self.metric == self.task.metric else f"{self.task.name}:{self.metric}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,10 @@ class Spec:
     base: str
     tasks: tuple[Task, ...]
     models: tuple[Model, ...]
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return tuple(Column(t, m) for t in self.tasks for m in t.metrics)
 
     def own_adapter(self, task: str) -> Model | None:
         """The (non-merge) model trained on ``task``, against which merges are measured."""
@@ -80,6 +100,18 @@ def _args(value: Any, where: str) -> tuple[str, ...]:
     raise LitLoraError(f"{where}.args must be a string or a list of strings")
 
 
+def _metrics(value: Any, where: str) -> tuple[str, ...]:
+    metrics = [value] if isinstance(value, str) else value
+    if not isinstance(metrics, list) or not metrics:
+        raise LitLoraError(f"{where}.metric={value!r} must be a logged key (test/acc) or a list of them")
+    for metric in metrics:
+        if not isinstance(metric, str) or "/" not in metric:
+            raise LitLoraError(f"{where}.metric={metric!r} must be a logged key such as test/acc")
+    if len(set(metrics)) != len(metrics):
+        raise LitLoraError(f"{where}.metric={value!r} names a key twice")
+    return tuple(metrics)
+
+
 def parse_spec(raw: Any, check_files: bool = True) -> Spec:
     """Check the structure (and, unless ``check_files`` is false, that every file and folder exists)."""
     raw = _mapping(raw, "spec", TOP_KEYS, TOP_KEYS)
@@ -93,12 +125,11 @@ def parse_spec(raw: Any, check_files: bool = True) -> Spec:
         where = f"tasks[{i}]"
         item = _mapping(item, where, TASK_KEYS, {"name", "config", "metric"})
         name = _name(item["name"], where, names)
-        if not isinstance(item["metric"], str) or "/" not in item["metric"]:
-            raise LitLoraError(f"{where}.metric={item['metric']!r} must be a logged key such as test/acc")
+        metrics = _metrics(item["metric"], where)
         config = str(item["config"])
         if check_files and not Path(config).is_file():
             raise LitLoraError(f"{where}.config={config}: no such file")
-        tasks.append(Task(name, config, item["metric"], _args(item.get("args"), where)))
+        tasks.append(Task(name, config, metrics, _args(item.get("args"), where)))
     task_names, models, names = {t.name for t in tasks}, [], set()
     for i, item in enumerate(raw["models"]):
         where = f"models[{i}]"

@@ -1,4 +1,8 @@
-"""The matrix's outputs: ``matrix.csv``, ``matrix.md`` and ``matrix.png`` (rows: models, columns: tasks)."""
+"""The matrix's outputs: ``matrix.csv``, ``matrix.md`` and ``matrix.png`` (rows: models, columns: tasks).
+
+A task with several metrics has a column per metric: its first under the task's name, the others as
+``<task>:<metric>`` (``gsm8k:test/exact_match_flexible``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lit_lora._io import atomic_write_text
-from lit_lora._matrix_spec import Spec
+from lit_lora._matrix_spec import Column, Spec
 
 FAILED = "failed"
 NOT_RUN = "not run"  # left out by --tasks / --models and not finished earlier
@@ -21,13 +25,15 @@ class Cell:
     reason: str = ""
 
 
-Cells = dict[tuple[str, str], Cell]
+Cells = dict[tuple[str, str], Cell]  # (model, column name) -> cell
 
 
-def share(spec: Spec, cells: Cells, model: str, task: str) -> float | None:
-    """A merge's score over the score of the adapter trained on ``task``; None where either is missing."""
-    own = spec.own_adapter(task)
-    merged, mine = cells.get((model, task)), cells.get((own.name, task)) if own else None
+def share(spec: Spec, cells: Cells, model: str, column: Column) -> float | None:
+    """A merge's score over the score of the adapter trained on the column's task; None where either is
+    missing."""
+    own = spec.own_adapter(column.task.name)
+    merged = cells.get((model, column.name))
+    mine = cells.get((own.name, column.name)) if own else None
     if merged is None or mine is None or merged.value is None or mine.value in (None, 0):
         return None
     return merged.value / mine.value
@@ -46,14 +52,15 @@ def _share_text(value: float | None) -> str:
 
 
 def to_csv(spec: Spec, cells: Cells) -> str:
-    """One row per model: kind, own task, a score per task, then ``share:<task>`` for merges."""
-    tasks = [t.name for t in spec.tasks]
+    """One row per model: kind, own task, a score per column, then ``share:<column>`` for merges."""
+    columns = spec.columns
+    names = [c.name for c in columns]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "kind", "own_task", *tasks, *(f"share:{t}" for t in tasks)])
+    writer.writerow(["model", "kind", "own_task", *names, *(f"share:{n}" for n in names)])
     for m in spec.models:
-        scores = [_score(cells.get((m.name, t))) for t in tasks]
-        shares = [_share_text(share(spec, cells, m.name, t)) if m.merge else "" for t in tasks]
+        scores = [_score(cells.get((m.name, n))) for n in names]
+        shares = [_share_text(share(spec, cells, m.name, c)) if m.merge else "" for c in columns]
         writer.writerow([m.name, m.kind, m.own_task or "", *scores, *shares])
     return buffer.getvalue()
 
@@ -64,8 +71,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def to_markdown(spec: Spec, cells: Cells) -> str:
-    header = ["model", "kind", *(f"{t.name} ({t.metric})" for t in spec.tasks)]
-    rows = [[m.name, m.kind, *(_score(cells.get((m.name, t.name))) for t in spec.tasks)] for m in spec.models]
+    columns = spec.columns
+    header = ["model", "kind", *(f"{c.task.name} ({c.metric})" for c in columns)]
+    rows = [[m.name, m.kind, *(_score(cells.get((m.name, c.name))) for c in columns)] for m in spec.models]
     lines = [f"# Model x task matrix (base: `{spec.base}`)", "", *_table(header, rows)]
     failed = [(k, c) for k, c in cells.items() if c.status == FAILED]
     if failed:
@@ -73,14 +81,12 @@ def to_markdown(spec: Spec, cells: Cells) -> str:
         lines += [f"- {model} / {task}: {cell.reason}" for (model, task), cell in failed]
     merges = [m for m in spec.models if m.merge]
     if merges:
-        owners = [spec.own_adapter(t.name) for t in spec.tasks]
+        owners = [spec.own_adapter(c.task.name) for c in columns]
         header = [
             "merge",
-            *(f"{t.name} / {o.name}" if o else t.name for t, o in zip(spec.tasks, owners, strict=True)),
+            *(f"{c.name} / {o.name}" if o else c.name for c, o in zip(columns, owners, strict=True)),
         ]
-        rows = [
-            [m.name, *(_share_text(share(spec, cells, m.name, t.name)) for t in spec.tasks)] for m in merges
-        ]
+        rows = [[m.name, *(_share_text(share(spec, cells, m.name, c)) for c in columns)] for m in merges]
         lines += ["", "## Merges as a share of each task's own adapter", ""]
         lines += [
             "Merged score / score of the adapter trained on that task (blank: no own adapter or a failed"
@@ -94,19 +100,20 @@ def heatmap(spec: Spec, cells: Cells, path: Path) -> None:
     """Colour is scaled per column (tasks use different metrics); each cell shows its raw number."""
     from lit_lora.report_plots import plt, save_atomic
 
+    columns = spec.columns
     grid: list[list[float | None]] = [
-        [cells[(m.name, t.name)].value if (m.name, t.name) in cells else None for t in spec.tasks]
+        [cells[(m.name, c.name)].value if (m.name, c.name) in cells else None for c in columns]
         for m in spec.models
     ]
-    labels = [[_score(cells.get((m.name, t.name))) for t in spec.tasks] for m in spec.models]
-    scaled = [[float("nan")] * len(spec.tasks) for _ in spec.models]
-    for j in range(len(spec.tasks)):
+    labels = [[_score(cells.get((m.name, c.name))) for c in columns] for m in spec.models]
+    scaled = [[float("nan")] * len(columns) for _ in spec.models]
+    for j in range(len(columns)):
         column = [row[j] for row in grid if row[j] is not None]
         low, high = (min(column), max(column)) if column else (0.0, 1.0)
         for i, row in enumerate(grid):
             if row[j] is not None:
                 scaled[i][j] = (row[j] - low) / (high - low) if high > low else 0.5
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(spec.tasks), 1.0 + 0.5 * len(spec.models)))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(columns), 1.0 + 0.5 * len(spec.models)))
     ax.imshow(scaled, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
@@ -116,7 +123,7 @@ def heatmap(spec: Spec, cells: Cells, path: Path) -> None:
             else:
                 color = "black" if scaled[i][j] > 0.6 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(len(spec.tasks)), [f"{t.name}\n{t.metric}" for t in spec.tasks], fontsize=8)
+    ax.set_xticks(range(len(columns)), [f"{c.task.name}\n{c.metric}" for c in columns], fontsize=8)
     ax.set_yticks(range(len(spec.models)), [m.name for m in spec.models], fontsize=8)
     ax.set_facecolor("lightgrey")  # failed and not-run cells are NaN: drawn as the background
     ax.set_title("Models x tasks (colour scaled per column)", fontsize=9)

@@ -1,12 +1,16 @@
 """``python -m lit_lora matrix SPEC.yaml --out DIR``: every model on every task, through ``lit_lora test``.
 
 Each cell (model, task) is one ``python -m lit_lora test`` process writing under
-``DIR/cells/<model>/<task>/`` (its ``results.json`` and ``cell.log``). A cell whose ``results.json`` says
-``stage: test, status: completed`` is finished and skipped on a re-run; a failed cell is retried. A
-failed cell never stops the matrix: it shows as ``failed`` and the exit status is 1.
+``DIR/cells/<model>/<task>/<key>/`` (its ``results.json``, ``cell.log`` and ``cell_key.json``). The key
+names what the cell evaluates: the base, the SHA-256 of the adapter's weights and adapter_config.json,
+the SHA-256 of the task's config file and the task's args. A cell whose ``results.json`` under the same
+key says ``stage: test, status: completed`` is finished and skipped on a re-run; one whose adapter, config
+or args changed in the meantime has a new key and is evaluated again (the old folder is left as it was);
+a failed cell is retried. A failed cell never stops the matrix: it shows as ``failed`` and the exit
+status is 1.
 
 ``--tasks A B`` / ``--models X Y`` run only those columns / rows; cells left out show as finished
-earlier or ``not run``.
+earlier (under the same key) or ``not run``.
 
 Outputs: ``DIR/matrix.csv`` (scores, then each merge's ``share:<task>``), ``DIR/matrix.md`` (the same
 as tables) and ``DIR/matrix.png`` (a heatmap, colour scaled per task).
@@ -18,6 +22,9 @@ Spec (YAML; relative paths are taken from the current directory, like ``--config
       - name: agnews                                 # a column
         config: configs/agnews_smollm2.yaml          # the lit_lora config the test runs with
         metric: test/acc                             # the key read from results.json's metrics
+      - name: gsm8k                                  # a list of keys: a column each, the first headlines
+        config: configs/gsm8k_smollm2.yaml
+        metric: [test/exact_match, test/exact_match_flexible]
         args: --data.max_eval_samples 500            # optional extra CLI args (string or list)
     models:
       - {name: base, adapter: null}                  # the base model alone
@@ -28,6 +35,8 @@ Spec (YAML; relative paths are taken from the current directory, like ``--config
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -35,12 +44,45 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import atomic_write_json, read_json_object
-from lit_lora._matrix_spec import Model, Spec, Task, cell_command, load_spec
+from lit_lora._io import atomic_write_json, file_sha256, read_json_object
+from lit_lora._matrix_spec import Column, Model, Spec, Task, cell_command, load_spec
 from lit_lora._matrix_tables import FAILED, NOT_RUN, Cell, Cells, write_all
 from lit_lora.errors import LitLoraError
+from lit_lora.merge import adapter_weights_sha256
 
 LOG = "cell.log"
+KEY_FILE = "cell_key.json"
+Key = dict[str, Any]
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    return file_sha256(path) if path.is_file() else None
+
+
+def adapter_key(adapter: str | None) -> Key | None:
+    """An adapter folder by content (its weights and adapter_config.json), wherever it lies."""
+    if adapter is None:
+        return None
+    folder = Path(adapter)
+    return {
+        "weights_sha256": adapter_weights_sha256(folder),
+        "config_sha256": _sha256_or_none(folder / "adapter_config.json"),
+    }
+
+
+def cell_key(spec: Spec, task: Task, adapter: Key | None) -> Key:
+    """What a cell evaluates: a cell finished under another key is not this cell's result."""
+    return {
+        "base": spec.base,
+        "adapter": adapter,
+        "task_config_sha256": _sha256_or_none(Path(task.config)),
+        "task_args": list(task.args),
+    }
+
+
+def cell_dir(out: Path, model: Model, task: Task, key: Key) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return out / "cells" / model.name / task.name / digest
 
 
 def finished_record(cell_dir: Path) -> dict[str, Any] | None:
@@ -50,12 +92,18 @@ def finished_record(cell_dir: Path) -> dict[str, Any] | None:
     return max(done, key=lambda pair: pair[0])[1] if done else None
 
 
-def _read(record: dict[str, Any], task: Task) -> Cell:
-    value = record.get("metrics", {}).get(task.metric)
-    if not isinstance(value, int | float):
-        found = ", ".join(sorted(record.get("metrics", {}))) or "none"
-        return Cell("failed", reason=f"metric {task.metric} not in results.json (found: {found})")
-    return Cell("completed", float(value))
+def _read(record: dict[str, Any], task: Task) -> dict[str, Cell]:
+    """The cell of each of the task's metrics; a metric the record lacks is a failed cell."""
+    logged = record.get("metrics", {})
+    found = ", ".join(sorted(logged)) or "none"
+    cells = {}
+    for metric in task.metrics:
+        value = logged.get(metric)
+        if isinstance(value, int | float):
+            cells[metric] = Cell("completed", float(value))
+        else:
+            cells[metric] = Cell(FAILED, reason=f"metric {metric} not in results.json (found: {found})")
+    return cells
 
 
 def _launch(command: list[str], log: Path) -> int:
@@ -75,18 +123,18 @@ def _reason(log: Path, code: int) -> str:
     return f"exit {code}: {last[:300]}"
 
 
-def run_cell(spec: Spec, model: Model, task: Task, out: Path) -> tuple[Cell, bool]:
-    """The cell's score and whether a process ran for it."""
-    cell_dir = out / "cells" / model.name / task.name
-    record = finished_record(cell_dir)
+def run_cell(spec: Spec, model: Model, task: Task, out: Path, key: Key) -> tuple[dict[str, Cell], bool]:
+    """The cell's scores (one per metric of the task) and whether a process ran for it."""
+    directory = cell_dir(out, model, task, key)
+    record = finished_record(directory)
     if record is not None:
         return _read(record, task), False
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    log = cell_dir / LOG
-    code = _launch(cell_command(spec, model, task, cell_dir, sys.executable), log)
-    record = finished_record(cell_dir)
+    atomic_write_json(directory / KEY_FILE, key)  # what the folder holds, for whoever opens it
+    log = directory / LOG
+    code = _launch(cell_command(spec, model, task, directory, sys.executable), log)
+    record = finished_record(directory)
     if code != 0 or record is None:
-        return Cell("failed", reason=_reason(log, code)), True
+        return dict.fromkeys(task.metrics, Cell(FAILED, reason=_reason(log, code))), True
     return _read(record, task), True
 
 
@@ -95,21 +143,31 @@ def run_matrix(
 ) -> Cells:
     """Every cell, or only those of ``tasks`` x ``models`` where given; the others are read if finished."""
     pairs = [(m, t) for m in spec.models for t in spec.tasks]
+    adapters = {m.name: adapter_key(m.adapter) for m in spec.models}  # each adapter hashed once
 
-    def one(pair: tuple[Model, Task]) -> Cell:
+    def one(pair: tuple[Model, Task]) -> dict[str, Cell]:
         model, task = pair
+        key = cell_key(spec, task, adapters[model.name])
         if (tasks and task.name not in tasks) or (models and model.name not in models):
-            record = finished_record(out / "cells" / model.name / task.name)
-            return Cell(NOT_RUN) if record is None else _read(record, task)
-        cell, ran = run_cell(spec, model, task, out)
-        verb = ("ran" if ran else "skipped, finished earlier") if cell.status == "completed" else "FAILED"
-        detail = f"{task.metric}={cell.value:.4f}" if cell.value is not None else cell.reason
-        print(f"lit_lora matrix: {model.name} / {task.name}: {verb} ({detail})", flush=True)
-        return cell
+            record = finished_record(cell_dir(out, model, task, key))
+            return dict.fromkeys(task.metrics, Cell(NOT_RUN)) if record is None else _read(record, task)
+        cells, ran = run_cell(spec, model, task, out, key)
+        done = all(c.status == "completed" for c in cells.values())
+        verb = ("ran" if ran else "skipped, finished earlier") if done else "FAILED"
+        details = {f"{m}={c.value:.4f}" if c.value is not None else c.reason for m, c in cells.items()}
+        print(
+            f"lit_lora matrix: {model.name} / {task.name}: {verb} ({'; '.join(sorted(details))})", flush=True
+        )
+        return cells
 
     # Threads only wait on child processes; each cell is its own process either way.
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return {(m.name, t.name): cell for (m, t), cell in zip(pairs, pool.map(one, pairs), strict=True)}
+        by_pair = dict(zip(pairs, pool.map(one, pairs), strict=True))
+    return {
+        (m.name, Column(t, metric).name): cell
+        for (m, t), cells in by_pair.items()
+        for metric, cell in cells.items()
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,14 +22,13 @@ The base model comes from the adapters' adapter_config.json, or --base.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lit_lora import __version__
-from lit_lora._io import atomic_directory, atomic_write_json
+from lit_lora._io import atomic_directory, atomic_write_json, file_sha256
 from lit_lora._merge_checks import DENSITY_METHODS, METHODS, check_adapters, read_config
 from lit_lora.errors import LitLoraError
 
@@ -119,16 +118,10 @@ def _load_base(base_name: str, task_type: str | None) -> Any:
     return auto_cls.from_pretrained(resolve_model_path(base_name), config=config)
 
 
-def _weights_digest(adapter: Path) -> str | None:
+def adapter_weights_sha256(adapter: Path) -> str | None:
     """SHA-256 of the adapter's weights file: which weights were merged, wherever the folder moves."""
     weights = next((adapter / n for n in WEIGHT_FILES if (adapter / n).is_file()), None)
-    if weights is None:
-        return None
-    digest = hashlib.sha256()
-    with weights.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return None if weights is None else file_sha256(weights)
 
 
 def _record(
@@ -136,7 +129,7 @@ def _record(
 ) -> dict[str, Any]:
     return {
         "sources": [
-            {"path": str(a), "weight": w, "sha256": _weights_digest(a)}
+            {"path": str(a), "weight": w, "sha256": adapter_weights_sha256(a)}
             for a, w in zip(adapters, weights, strict=True)
         ],
         "method": method,

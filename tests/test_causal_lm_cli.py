@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from lit_lora.cli import build_cli
+from lit_lora.models import CausalLM
 from tests.conftest import REPO
 from tests.test_causal_lm import GSM8K_ROWS
 
+# Hand-written replies to GSM8K_ROWS (references 8, 15, 1000): the first answers right and then makes up
+# a next question (strict right, flexible wrong), the others have no "####" (strict wrong, flexible right).
+REPLIES = {
+    "Tom has": "3 + 5 = 8\n#### 8\n\nQuestion: Tom has 2 more apples.\nAnswer: 2 + 2 = 4\n#### 4",
+    "A hat": "2 * 7.50 = $15.00, so $15.",  # "15.00" is not "15": the last number is "$15."
+    "Sue had": "She has 1,000 beads left.",
+}
 
-def test_gsm8k_fit_test_and_predict_write_their_records(tiny_llama, tmp_path):
+
+def scripted_generate(
+    self: CausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int | None = None
+) -> list[str]:
+    prompts = self.tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+    return [next(reply for start, reply in REPLIES.items() if start in prompt) for prompt in prompts]
+
+
+def test_gsm8k_fit_test_and_predict_write_their_records(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setattr(CausalLM, "generate", scripted_generate)
     data = tmp_path / "gsm8k"
     data.mkdir()
     for split in ("train", "test"):
@@ -24,13 +44,18 @@ def test_gsm8k_fit_test_and_predict_write_their_records(tiny_llama, tmp_path):
     )
     run = tmp_path / "fit" / "lightning_logs" / "version_0"
     fitted = json.loads((run / "results.json").read_text())
-    assert {"train/loss", "val/loss", "val/ppl", "val/exact_match"} <= set(fitted["metrics"])
+    assert {"train/loss", "val/loss", "val/ppl"} <= set(fitted["metrics"])
+    # Validation holds out rows of train: whichever they are, strict + flexible = 1 for each of them.
+    val = fitted["metrics"]["val/exact_match"], fitted["metrics"]["val/exact_match_flexible"]
+    assert sum(val) == pytest.approx(1.0)
     assert fitted["config_name"] == "gsm8k_gpt2" and fitted["target_modules"][0] == "down_proj"
 
     adapter = ["--model.adapter_path", str(run / "adapter")]
     build_cli(["test", *common, *adapter, "--trainer.default_root_dir", str(tmp_path / "test")])
     tested = json.loads((tmp_path / "test" / "lightning_logs" / "version_0" / "results.json").read_text())
-    assert tested["test_samples"] == 3 and 0.0 <= tested["metrics"]["test/exact_match"] <= 1.0
+    assert tested["test_samples"] == 3
+    assert tested["metrics"]["test/exact_match"] == pytest.approx(1 / 3)  # strict: the first "####"
+    assert tested["metrics"]["test/exact_match_flexible"] == pytest.approx(2 / 3)  # the last number
     assert tested["metrics"]["test/ppl"] > 1.0
 
     build_cli(["predict", *common, *adapter, "--trainer.default_root_dir", str(tmp_path / "predict")])
@@ -39,4 +64,9 @@ def test_gsm8k_fit_test_and_predict_write_their_records(tiny_llama, tmp_path):
     )
     rows = [json.loads(line) for line in lines]
     assert [r["reference"] for r in rows] == ["8", "15", "1000"]  # input order
-    assert all(set(r) == {"prompt", "generation", "answer", "reference", "correct"} for r in rows)
+    assert [(r["answer"], r["correct"]) for r in rows] == [("8", True), (None, False), (None, False)]
+    assert [(r["answer_flexible"], r["correct_flexible"]) for r in rows] == [
+        ("4", False),
+        ("$15.", True),
+        ("1,000", True),
+    ]

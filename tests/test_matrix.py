@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -153,7 +154,11 @@ def test_share_table_and_failed_cells() -> None:
 
 def test_example_spec_structure() -> None:
     spec = load_spec(REPO / "configs" / "matrix" / "loracombench_smollm2.yaml", check_files=False)
-    assert [(t.name, t.metric) for t in spec.tasks] == [("agnews", "test/acc"), ("gsm8k", "test/exact_match")]
+    assert [(t.name, t.metrics) for t in spec.tasks] == [
+        ("agnews", ("test/acc",)),
+        ("gsm8k", ("test/exact_match", "test/exact_match_flexible")),
+    ]
+    assert [c.name for c in spec.columns] == ["agnews", "gsm8k", "gsm8k:test/exact_match_flexible"]
     assert [m.name for m in spec.models] == [
         "base", "LoRA_AGNews", "LoRA_GSM8K", "average_ab", "linear", "ties", "dare_ties",
     ]  # fmt: skip
@@ -196,6 +201,18 @@ GOOD_TASK = {"name": "t", "config": GSM8K, "metric": "test/loss"}
             {"base": "b", "tasks": [GOOD_TASK], "models": [{"name": "m", "adapter": ".", "own_task": "z"}]},
             "not a task",
         ),
+        (
+            {"base": "b", "tasks": [{**GOOD_TASK, "metric": []}], "models": [{"name": "m", "adapter": None}]},
+            "must be a logged key",
+        ),
+        (
+            {
+                "base": "b",
+                "tasks": [{**GOOD_TASK, "metric": ["test/a", "test/a"]}],
+                "models": [{"name": "m", "adapter": None}],
+            },
+            "names a key twice",
+        ),
     ],
 )
 def test_spec_errors_are_one_line(
@@ -211,6 +228,124 @@ def test_spec_errors_are_one_line(
     assert not (tmp_path / "out").exists()
 
 
+def fake_tests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Replace each cell's process by a finished test record whose score counts the launches so far."""
+    launched: list[tuple[str, str]] = []
+
+    def fake_test(command: list[str], log: Path) -> int:
+        cell_dir = Path(command[command.index("--trainer.default_root_dir") + 1])
+        parts = cell_dir.parts  # DIR/cells/<model>/<task>/...
+        model, task = parts[parts.index("cells") + 1 : parts.index("cells") + 3]
+        launched.append((model, task))
+        record = {"stage": "test", "status": "completed", "metrics": {f"test/{task}": len(launched)}}
+        (cell_dir / "results.json").write_text(json.dumps(record))
+        return 0
+
+    monkeypatch.setattr(matrix, "_launch", fake_test)
+    return launched
+
+
+def _fake_adapter(directory: Path, weights: bytes, alpha: int = 4) -> str:
+    directory.mkdir(exist_ok=True)
+    (directory / "adapter_model.safetensors").write_bytes(weights)
+    (directory / "adapter_config.json").write_text(json.dumps({"r": 2, "lora_alpha": alpha}))
+    return str(directory)
+
+
+def test_a_cell_is_reused_only_while_its_adapter_config_and_args_are_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lora, other = _fake_adapter(tmp_path / "lora", b"A"), _fake_adapter(tmp_path / "other", b"B")
+    models = [{"name": "lora", "adapter": lora}, {"name": "other", "adapter": other}]
+    spec, out = _spec(tmp_path / "spec.yaml", tmp_path, tmp_path, models), tmp_path / "out"
+    launched = fake_tests(monkeypatch)
+    run = ["matrix", str(spec), "--out", str(out)]
+    main(run)
+    assert len(launched) == 4
+    main(run)  # nothing changed: every cell reused
+    assert len(launched) == 4 and _rows(out)["lora"]["loss"] == "1.0000"
+
+    _fake_adapter(tmp_path / "lora", b"A retrained")  # new weights in the same folder
+    main(run)
+    assert launched[4:] == [("lora", "loss"), ("lora", "ppl")]
+    assert _rows(out)["lora"]["loss"] == "5.0000" and _rows(out)["other"]["loss"] == "3.0000"
+
+    _fake_adapter(tmp_path / "other", b"B", alpha=8)  # same weights, another scaling
+    main(run)
+    assert launched[6:] == [("other", "loss"), ("other", "ppl")]
+
+    task_config = tmp_path / "task.yaml"  # a task whose config file is edited between runs
+    task_config.write_text("seed_everything: 1\n")
+    raw = yaml.safe_load(spec.read_text())
+    raw["tasks"][0]["config"] = str(task_config)
+    spec.write_text(yaml.safe_dump(raw))
+    main(run)
+    assert launched[8:] == [("lora", "loss"), ("other", "loss")]
+    task_config.write_text("seed_everything: 2\n")
+    main(run)
+    assert launched[10:] == [("lora", "loss"), ("other", "loss")]
+
+    raw["tasks"][1]["args"] = [*raw["tasks"][1]["args"], "--data.max_eval_samples", "5"]  # another test
+    spec.write_text(yaml.safe_dump(raw))
+    main([*run, "--models", "other"])
+    assert launched[12:] == [("other", "ppl")]
+    rows = _rows(out)  # lora's ppl cell ran with the old args: not this spec's result
+    assert rows["lora"]["ppl"] == "not run" and rows["other"]["ppl"] == "13.0000"
+    main(run)
+    assert launched[13:] == [("lora", "ppl")]
+
+    moved = tmp_path / "moved"  # the same adapter in another folder is the same cell
+    (tmp_path / "lora").rename(moved)
+    raw["models"][0]["adapter"] = str(moved)
+    spec.write_text(yaml.safe_dump(raw))
+    main(run)
+    assert len(launched) == 14
+    key_files = sorted(
+        (out / "cells" / "lora" / "ppl").glob("*/cell_key.json"), key=lambda p: p.stat().st_mtime
+    )
+    assert len(key_files) == 3  # one folder per key that ran; the newest is this spec's
+    key = json.loads(key_files[-1].read_text())
+    assert key["adapter"]["weights_sha256"] == hashlib.sha256(b"A retrained").hexdigest()
+    assert key["task_args"][-2:] == ["--data.max_eval_samples", "5"]
+
+
+def test_a_task_with_several_metrics_has_a_column_for_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = [
+        {"name": "own", "adapter": str(tmp_path), "own_task": "gen"},
+        {"name": "merged", "adapter": str(tmp_path), "merge": True},
+    ]
+    metrics = ["test/exact_match", "test/exact_match_flexible", "test/missing"]
+    tasks = [{"name": "gen", "config": GSM8K, "metric": metrics}]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"base": "b", "tasks": tasks, "models": models}))
+    scores = {"own": (0.5, 0.8), "merged": (0.25, 0.6)}
+
+    def fake_test(command: list[str], log: Path) -> int:  # one process scores both logged metrics
+        cell_dir = Path(command[command.index("--trainer.default_root_dir") + 1])
+        strict, flexible = scores[cell_dir.parts[-3]]
+        logged = {"test/exact_match": strict, "test/exact_match_flexible": flexible}
+        record = {"stage": "test", "status": "completed", "metrics": logged}
+        (cell_dir / "results.json").write_text(json.dumps(record))
+        return 0
+
+    monkeypatch.setattr(matrix, "_launch", fake_test)
+    with pytest.raises(SystemExit):  # test/missing was not logged: that column failed
+        main(["matrix", str(spec), "--out", str(tmp_path / "out")])
+    rows = _rows(tmp_path / "out")
+    assert list(rows["own"])[3:] == [
+        "gen", "gen:test/exact_match_flexible", "gen:test/missing",
+        "share:gen", "share:gen:test/exact_match_flexible", "share:gen:test/missing",
+    ]  # fmt: skip
+    assert [rows["merged"][k] for k in list(rows["merged"])[3:]] == [
+        "0.2500", "0.6000", "failed", "0.5000", "0.7500", "",
+    ]  # fmt: skip
+    text = (tmp_path / "out" / "matrix.md").read_text()
+    assert "| gen (test/exact_match) | gen (test/exact_match_flexible) |" in text
+    assert "- merged / gen:test/missing: metric test/missing not in results.json" in text
+
+
 def test_tasks_and_models_select_cells_and_the_rest_show_as_not_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -219,17 +354,7 @@ def test_tasks_and_models_select_cells_and_the_rest_show_as_not_run(
         {"name": "base", "adapter": None},
     ]
     spec, out = _spec(tmp_path / "spec.yaml", tmp_path, tmp_path, models), tmp_path / "out"
-    launched: list[tuple[str, str]] = []
-
-    def fake_test(command: list[str], log: Path) -> int:  # a finished test record, no process
-        cell_dir = Path(command[command.index("--trainer.default_root_dir") + 1])
-        model, task = cell_dir.parent.name, cell_dir.name
-        launched.append((model, task))
-        record = {"stage": "test", "status": "completed", "metrics": {f"test/{task}": len(launched)}}
-        (cell_dir / "results.json").write_text(json.dumps(record))
-        return 0
-
-    monkeypatch.setattr(matrix, "_launch", fake_test)
+    launched = fake_tests(monkeypatch)
     main(["matrix", str(spec), "--out", str(out), "--tasks", "loss"])
     assert launched == [("lora", "loss"), ("base", "loss")]
     rows = _rows(out)

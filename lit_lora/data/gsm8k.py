@@ -8,7 +8,7 @@ import datasets
 
 from lit_lora.data.causal import IGNORE, CausalTextDataModule
 from lit_lora.errors import LitLoraError
-from lit_lora.metrics.gsm8k import extract_answer
+from lit_lora.metrics.gsm8k import normalise
 
 
 class GSM8KDataModule(CausalTextDataModule):
@@ -17,7 +17,8 @@ class GSM8KDataModule(CausalTextDataModule):
     A row is the prompt ``Question: <question>\\nAnswer:`` followed by `` <answer><eos>``; labels are -100
     on the prompt (and on padding), so the loss covers the answer and the end-of-sequence token only.
     Rows longer than ``max_length`` lose the end of their answer. Evaluation rows also carry the prompt
-    alone, for greedy generation, and the reference number (after ``####``) for exact match.
+    alone, for greedy generation, and the reference number (after ``####``, as lm-evaluation-harness
+    normalises it) for exact match.
     GSM8K has no validation split: unless a dev/validation file exists, validation is held out from
     train (``validation_holdout``), never read from test.
     """
@@ -61,5 +62,5 @@ class GSM8KDataModule(CausalTextDataModule):
             out["labels"].append(([IGNORE] * len(prompt_ids) + answer_ids)[: self.max_length])
             out["prompt_input_ids"].append(prompt_ids)
             out["prompt"].append(prompt)
-            out["reference"].append(extract_answer(answer) or "")
+            out["reference"].append(normalise(answer.strip()))  # "... #### 1,000" -> "1000"
         return out

@@ -1,62 +1,72 @@
-"""GSM8K answer extraction and exact match: the number after the last ``####``, else the last number.
+"""GSM8K scoring as lm-evaluation-harness's ``gsm8k`` task scores it: strict match and flexible extract.
 
-Numbers are compared by value: ``1,234`` is 1234, ``3.50`` equals ``3.5``, ``$5``, ``-$5`` and ``$-5``
-are 5, -5 and -5, and a sentence's trailing period (``is 18.``) is not a decimal point. A minus counts as
-a sign only when it touches the number and follows no digit or letter (``10-3`` ends in 3), and
-thousands separators only in groups of three digits (``3,4,5`` is a list whose last number is 5).
+strict (logged as ``exact_match``): the number after the *first* ``#### `` in the generation, as the
+harness's ``strict-match`` filter finds it (``#### `` with one space, an optional ``-``, then digits, ``.``
+and ``,``). A model that answers and then makes up a next question with its own ``####`` is scored on
+its answer. No ``#### <number>``: wrong.
+
+flexible (logged as ``exact_match_flexible``): the *last* number-like run in the generation, as the
+harness's ``flexible-extract`` filter finds it: two or more of digits, ``$``, ``.`` and ``,`` (after an
+optional ``-``), or else a lone digit with an optional ``-``. So ``10-3`` ends in ``-3``, and, as in the
+harness, a run such as ``...`` counts as a "number" too (it never equals a reference).
+
+Both are compared with the reference as strings after the harness's normalisation, applied to both
+sides: commas and ``$`` removed, everything up to the last ``#### `` removed, one trailing ``.``
+removed, case folded. So ``1,234`` equals ``1234``, ``$18.`` equals ``18`` (flexible; strict allows no
+``$``), ``-5`` equals ``-5``, but ``3.50`` is not ``3.5`` and ``18.0`` is not ``18``: the harness compares
+strings, not values, and so does lit_lora, so that the numbers are comparable with the harness's.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 
-MARKER = "####"
-_NUMBER = re.compile(
-    # A minus right after a digit, letter or bracket is subtraction (10-3), not a sign.
-    r"(?:(?<![\w)\]])(?P<sign>[-+\u2212]))?(?:\$\s*(?P<sign2>[-+])?)?"
-    r"(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
-)
+STRICT = re.compile(r"#### (-?[0-9.,]+)")
+FLEXIBLE = re.compile(r"-?[$0-9.,]{2,}|-?[0-9]+")
+# The harness's regexes_to_ignore for gsm8k's exact_match, removed in this order from both sides.
+_IGNORED = (re.compile(","), re.compile(r"\$"), re.compile(r"(?s).*#### "), re.compile(r"\.$"))
 
 
-def _canonical(match: re.Match[str]) -> str | None:
-    negative = (match["sign"] in ("-", "\u2212")) != (match["sign2"] == "-")  # -$-5 is 5
-    try:
-        value = Decimal(match["digits"].replace(",", ""))
-    except InvalidOperation:
-        return None
-    value = -value if negative else value
-    if value == 0:
-        value = Decimal(0)  # -0 and 0.00 are both 0
-    return format(value.normalize(), "f")
+def normalise(text: str) -> str:
+    """``text`` as the harness compares it: ``,`` and ``$`` gone, up to the last ``#### `` gone, one
+    trailing ``.`` gone, lower case. A GSM8K reference (worked solution + ``#### 18``) becomes ``18``."""
+    for pattern in _IGNORED:
+        text = pattern.sub("", text)
+    return text.lower()
 
 
-def extract_answer(text: str) -> str | None:
-    """The answer as a canonical number string ("1234", "3.5", "-5"), or None when there is no number.
-
-    After a ``####`` marker the first number following the last marker counts; without a marker the
-    last number in the text does.
-    """
-    if MARKER in text:
-        tail = text.rsplit(MARKER, 1)[1]
-        match = _NUMBER.search(tail)
-        if match is not None:
-            return _canonical(match)
-    matches = list(_NUMBER.finditer(text))
-    return _canonical(matches[-1]) if matches else None
+def strict_answer(generation: str) -> str | None:
+    """The number after the first ``#### `` (as written, e.g. ``1,234``), or None when there is none."""
+    match = STRICT.search(generation)
+    return match.group(1).strip() if match else None
 
 
-def is_correct(generation: str, reference: str) -> bool:
-    """Whether the number extracted from ``generation`` equals the reference's by value."""
-    predicted, gold = extract_answer(generation), extract_answer(reference)
-    return predicted is not None and gold is not None and Decimal(predicted) == Decimal(gold)
+def flexible_answer(generation: str) -> str | None:
+    """The last number-like run in the generation (as written, e.g. ``$1,234.``), or None."""
+    matches = FLEXIBLE.findall(generation)
+    return matches[-1].strip() if matches else None
 
 
-def exact_match(generations: Sequence[str], references: Sequence[str]) -> float:
-    """Fraction of generations whose extracted number equals the reference's (0.0 for no pairs)."""
+def _matches(answer: str | None, reference: str) -> bool:
+    return answer is not None and normalise(answer) == normalise(reference)
+
+
+def strict_match(generation: str, reference: str) -> bool:
+    """Whether the first ``#### <number>`` of ``generation`` equals ``reference`` (harness strict-match)."""
+    return _matches(strict_answer(generation), reference)
+
+
+def flexible_match(generation: str, reference: str) -> bool:
+    """Whether the last number in ``generation`` equals ``reference`` (harness flexible-extract)."""
+    return _matches(flexible_answer(generation), reference)
+
+
+def exact_match(generations: Sequence[str], references: Sequence[str], flexible: bool = False) -> float:
+    """Fraction of generations that match their reference (strict, or flexible); 0.0 for no pairs."""
     if len(generations) != len(references):
         raise ValueError(f"{len(generations)} generations for {len(references)} references")
     if not references:
         return 0.0
-    return sum(is_correct(g, r) for g, r in zip(generations, references, strict=True)) / len(references)
+    match = flexible_match if flexible else strict_match
+    return sum(match(g, r) for g, r in zip(generations, references, strict=True)) / len(references)

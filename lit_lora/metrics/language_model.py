@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from lit_lora.metrics.gsm8k import is_correct
+from lit_lora.metrics.gsm8k import flexible_match, strict_match
 
 IGNORE = -100
 
@@ -72,10 +72,16 @@ class _GenerationMatch(Metric):
         return self.correct.float() / self.total.clamp(min=1)
 
 
-class NumericExactMatch(_GenerationMatch):
-    """Fraction of generations whose extracted number equals the reference's (GSM8K rules)."""
+class StrictNumberMatch(_GenerationMatch):
+    """GSM8K: fraction whose first ``#### <number>`` equals the reference (lm-eval's strict-match)."""
 
-    matches = staticmethod(is_correct)
+    matches = staticmethod(strict_match)
+
+
+class FlexibleNumberMatch(_GenerationMatch):
+    """GSM8K: fraction whose last number equals the reference (lm-eval's flexible-extract)."""
+
+    matches = staticmethod(flexible_match)
 
 
 def label_matches(generation: str, reference: str) -> bool:

@@ -14,12 +14,13 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.errors import LitLoraError
-from lit_lora.metrics.gsm8k import extract_answer, is_correct
+from lit_lora.metrics.gsm8k import flexible_answer, flexible_match, strict_answer, strict_match
 from lit_lora.metrics.language_model import (
     IGNORE,
     ChoiceAccuracy,
+    FlexibleNumberMatch,
     LabelExactMatch,
-    NumericExactMatch,
+    StrictNumberMatch,
     TokenNLL,
     label_matches,
 )
@@ -60,10 +61,12 @@ class CausalLM(PeftModule):
     padding). Validation and test log ``loss`` (mean NLL per predicted token) and ``ppl`` (its exp), both
     over the whole split. Batches that also carry left-padded ``prompt_input_ids`` /
     ``prompt_attention_mask`` and ``reference`` answers are answered by greedy generation and scored
-    into ``exact_match`` (numeric, GSM8K rules). Batches that carry ``label_choices`` (token ids of each
-    label word as the reply) and the gold ``label`` index are classification as generation: ``acc`` takes
-    the label word of highest summed log-likelihood after the prompt, and ``exact_match`` compares the
-    generated reply's first line or word to the gold label word. ``predict`` generates from the prompts.
+    as lm-evaluation-harness scores GSM8K: ``exact_match`` (strict: the first ``#### <number>``) and
+    ``exact_match_flexible`` (the last number; ``lit_lora.metrics.gsm8k``). Batches that carry
+    ``label_choices`` (token ids of each label word as the reply) and the gold ``label`` index are
+    classification as generation: ``acc`` takes the label word of highest summed log-likelihood after the
+    prompt, and ``exact_match`` compares the generated reply's first line or word to the gold label word.
+    ``predict`` generates from the prompts.
 
     Packed training batches (``data.packing``) hold ``input_ids``, ``labels`` and ``position_ids`` instead:
     one row of sequences whose positions restart at 0, trained as if each ran alone (``_packing.py``).
@@ -79,7 +82,8 @@ class CausalLM(PeftModule):
         Args:
             max_new_tokens: Longest greedy generation, in tokens, for predict and exact match.
             generate_in_eval: Generate answers for evaluation batches that carry references (GSM8K) and
-                log exact_match; false skips generation and logs loss and perplexity only.
+                log exact_match (GSM8K: also exact_match_flexible); false skips generation and logs
+                loss and perplexity only.
         """
         super().__init__(*args, **kwargs)
         if max_new_tokens < 1:
@@ -103,7 +107,8 @@ class CausalLM(PeftModule):
     def _new_metrics(self, stage: str) -> dict[str, nn.Module]:
         return {
             "nll": TokenNLL(),
-            "exact_match": NumericExactMatch(),
+            "exact_match": StrictNumberMatch(),
+            "exact_match_flexible": FlexibleNumberMatch(),
             "label_match": LabelExactMatch(),
             "acc": ChoiceAccuracy(),
         }
@@ -205,8 +210,9 @@ class CausalLM(PeftModule):
             # A label word needs a few tokens, not a worked answer's budget: stop one past the longest.
             limit = None if choices is None else max(len(c) for row in choices for c in row) + 1
             generations = self.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"], limit)
-            name = "exact_match" if choices is None else "label_match"
-            metrics[name].update(generations, batch["reference"])
+            names = ["exact_match", "exact_match_flexible"] if choices is None else ["label_match"]
+            for name in names:
+                metrics[name].update(generations, batch["reference"])
 
     def _score_label_replies(
         self, batch: Batch, choices: list[list[list[int]]], replies: list[list[list[int]]], stage: str
@@ -233,8 +239,13 @@ class CausalLM(PeftModule):
         self.log(f"{stage}/loss", mean_nll)
         self.log(f"{stage}/ppl", mean_nll.exp(), prog_bar=True)
         # Only data with references (GSM8K, labels) is scored; every rank takes part in each sum, so
-        # none waits. A split holds one kind of reference, so at most one exact-match metric has rows.
-        logged_as = {"exact_match": "exact_match", "label_match": "exact_match", "acc": "acc"}
+        # none waits. A split holds one kind of reference, so only its exact-match metrics have rows.
+        logged_as = {
+            "exact_match": "exact_match",
+            "exact_match_flexible": "exact_match_flexible",
+            "label_match": "exact_match",
+            "acc": "acc",
+        }
         for name, key in logged_as.items():
             metric = metrics[name]
             scored = self.trainer.strategy.reduce(metric.total.float(), reduce_op="sum")
@@ -299,8 +310,14 @@ class CausalLM(PeftModule):
             if "label_choices" in batch:
                 row.update(reference=reference, correct=label_matches(row["generation"], reference))
                 continue
-            correct = is_correct(row["generation"], reference)
-            row.update(answer=extract_answer(row["generation"]), reference=reference, correct=correct)
+            generation = row["generation"]
+            row.update(
+                answer=strict_answer(generation),
+                reference=reference,
+                correct=strict_match(generation, reference),
+                answer_flexible=flexible_answer(generation),
+                correct_flexible=flexible_match(generation, reference),
+            )
         return rows
 
 
