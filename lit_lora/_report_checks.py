@@ -117,5 +117,12 @@ def load_state(record: dict[str, Any]) -> tuple[str, str]:
     return "clear", ""
 
 
+def device_label(record: dict[str, Any]) -> str:
+    """``cpu``, ``NVIDIA H200``, ``NVIDIA H100 80GB HBM3 x2``: what measured the time and memory."""
+    name = record.get("device_name") or record.get("device") or "unknown device"
+    count = int(record.get("num_devices") or 1)
+    return f"{name} x{count}" if count > 1 else str(name)
+
+
 def run_folder(record: dict[str, Any], directory: Path) -> str:
     return str(record.get("_run_dir") or directory)

@@ -31,6 +31,7 @@ from typing import Any
 
 from lit_lora import _report_checks as checks
 from lit_lora._io import atomic_write_text
+from lit_lora._report_reread import reread_results_csv
 from lit_lora.errors import LitLoraError
 
 IGNORED_SUFFIXES = ("seed", "seed_everything", "default_root_dir", "ckpt_path", "config")
@@ -51,14 +52,21 @@ class Found:
     skipped: int = 0  # records with no fit (or an ensemble's)
     not_counted: list[Row] = field(default_factory=list)  # stopped or failed: config, folder, status, reason
     other_data: list[Row] = field(default_factory=list)  # a fit's adapter scored on another task or data
+    status_unrecorded: int = 0  # rows of an earlier results.csv that had no status column
 
 
 def find_runs(dirs: Sequence[Path]) -> Found:
     """One row per completed run directory below ``dirs``; the records that do not count, listed apart."""
     by_dir: dict[Path, list[dict[str, Any]]] = {}
+    found = Found()
     for root in dirs:
         if not root.exists():
             raise LitLoraError(f"run directory {root}: no such directory")
+        if root.suffix == ".csv":  # an earlier report's results.csv: its run folders may be gone
+            rows = reread_results_csv(root)
+            found.rows += rows
+            found.status_unrecorded += sum(r["status"] is None for r in rows)
+            continue
         for path in sorted([root] if root.is_file() else root.rglob("results*.json")):
             try:
                 record = json.loads(path.read_text())
@@ -66,10 +74,9 @@ def find_runs(dirs: Sequence[Path]) -> Found:
                 continue
             if isinstance(record, dict) and "stage" in record:
                 by_dir.setdefault(path.parent, []).append(record)
-    if not by_dir:
+    if not by_dir and not found.rows:
         raise LitLoraError(f"no results.json below {', '.join(map(str, dirs))}: give run directories")
     _join_to_fits(by_dir)
-    found = Found()
     for directory, records in sorted(by_dir.items()):
         fits = [r for r in records if r["stage"] == "fit"]
         if not fits:
@@ -150,13 +157,6 @@ def _share(count: int | None, params: dict[str, Any]) -> float | None:
     return 100.0 * count / total if count and total else None
 
 
-def device_label(record: dict[str, Any]) -> str:
-    """``cpu``, ``NVIDIA H200``, ``NVIDIA H100 80GB HBM3 x2``: what measured the time and memory."""
-    name = record.get("device_name") or record.get("device") or "unknown device"
-    count = record.get("num_devices") or 1
-    return f"{name} x{count}" if count > 1 else str(name)
-
-
 def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> Row:
     params = fit.get("parameters") or {}
     load = fit.get("load") or {}
@@ -169,9 +169,10 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
         "method": fit.get("method"),
         "quantization": fit.get("quantization"),
         "seed": fit.get("seed"),
+        "status": checks.status(fit),
         "stages": "+".join(["fit", *sorted({r["stage"] for r in others})]),
         "device": fit.get("device"),
-        "device_label": device_label(fit),
+        "device_label": checks.device_label(fit),
         "precision": fit.get("precision"),
         # AdaLoRA: what the final rank budget keeps (its count at init_r stays beside it).
         "trainable": params.get("trainable_at_final_budget") or params.get("trainable"),

@@ -33,7 +33,8 @@ def markdown(summary: list[Row], split: str, found: Found, names: list[str] | No
     kinds = sorted({s["memory_kind"] for s in summary})
     lines += [
         "",
-        f"{len(found.rows)} completed runs. Mean ± sample standard deviation (ddof=1) over the n runs",
+        f"{len(found.rows)} runs{'' if found.status_unrecorded else ', all completed'}."
+        " Mean ± sample standard deviation (ddof=1) over the n runs",
         "(seeds) of each config and device; a single run shows no ±. Metrics are every final "
         + ("test" if split == "test" else "validation")
         + " metric the runs logged. Params: trainable share of all parameters.",
@@ -43,6 +44,10 @@ def markdown(summary: list[Row], split: str, found: Found, names: list[str] | No
         "Memory kinds: " + "; ".join(f"{k} = {MEMORY_KINDS.get(k, k)}" for k in kinds) + ".",
         *_time_notes(summary),
     ]
+    if found.status_unrecorded:
+        count = found.status_unrecorded
+        lines += ["", f"{count} runs come from an earlier results.csv that recorded no status: they are"
+                  " counted, though that report kept failed runs too."]  # fmt: skip
     if found.skipped:
         lines.append(f"{found.skipped} records with no fit record in their directory were skipped.")
     lines += _not_counted(found.not_counted) + _other_data(found.other_data)
@@ -73,8 +78,8 @@ def _time_notes(summary: list[Row]) -> list[str]:
         )
     if "!" in marks:
         notes.append(
-            f"! The runs averaged took more than {checks.SPREAD_LIMIT:g}x as long as each other for the"
-            " same work: they were not measured alike, and their mean compares nothing."
+            f"! The slowest run averaged took more than {checks.SPREAD_LIMIT:g}x as long as the fastest for"
+            " the same work: they were not measured alike, and their mean compares nothing."
         )
     return [line for note in notes for line in ("", note)]  # one paragraph each
 

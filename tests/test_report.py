@@ -15,7 +15,8 @@ import pytest
 from lit_lora.__main__ import main as lit_lora_main
 from lit_lora._report_checks import load_state
 from lit_lora.callbacks import meter
-from lit_lora.report import approach, fmt, stats
+from lit_lora.errors import LitLoraError
+from lit_lora.report import approach, find_runs, fmt, stats
 from tests.test_cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -377,7 +378,7 @@ def test_times_of_unknown_load_are_marked_and_a_wide_spread_is_called_out(tmp_pa
     table, summary, _ = report_of(root, tmp_path / "report")
     assert "| 1141.2 ± 1143.1 ?! |" in table
     assert float(summary["sst2_lora"]["time_spread"]) == 5.38
-    assert "? Load not recorded" in table and "! The runs averaged took more than 1.5x" in table
+    assert "? Load not recorded" in table and "! The slowest run averaged took more than 1.5x" in table
 
 
 @pytest.mark.parametrize(
@@ -435,3 +436,27 @@ def test_machine_load_samples_the_load_average_and_cpu_time(monkeypatch: pytest.
             "cpu_utilisation": 0.375,  # 30 s of CPU over 40 s on min(8 threads, 2 cores)
         }
     }
+
+
+def test_an_earlier_results_csv_is_read_back_when_its_runs_are_gone(runs: Path, tmp_path: Path) -> None:
+    _, first, _ = report_of(runs, tmp_path / "first")
+    # The same rows as a report before status and load were recorded wrote them.
+    old = [{k: v for k, v in r.items() if not k.startswith(("status", "load", "device_label", "cpu_util"))}
+           for r in read_csv(tmp_path / "first" / "results.csv")]  # fmt: skip
+    old_csv = tmp_path / "old" / "results.csv"
+    old_csv.parent.mkdir()
+    with old_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(old[0]))
+        writer.writeheader()
+        writer.writerows(old)
+    table, again, rows = report_of(old_csv, tmp_path / "again")
+    columns = ("n", "seeds", "accuracy_mean", "accuracy_std", "memory_mb_mean", "time_s_mean", "device")
+    assert {c: {k: s[k] for k in columns} for c, s in again.items()} == {
+        c: {k: s[k] for k in columns} for c, s in first.items()
+    }
+    assert [r["load"] for r in rows] == ["unknown"] * 4 and "| 10.0 ± 0.0 ? |" in table
+    assert "4 runs come from an earlier results.csv that recorded no status" in table
+    table, _, rows = report_of(tmp_path / "first" / "results.csv", tmp_path / "round_trip")
+    assert "recorded no status" not in table and {r["status"] for r in rows} == {"completed"}
+    with pytest.raises(LitLoraError, match=r"summary.csv: not a report's results.csv \(no column run_dir"):
+        find_runs([tmp_path / "first" / "summary.csv"])
