@@ -23,8 +23,8 @@ def reread_results_csv(path: Path) -> list[dict[str, Any]]:
         missing = [c for c in NEEDED if c not in (reader.fieldnames or [])]
         if missing:
             raise LitLoraError(f"{path}: not a report's results.csv (no column {', '.join(missing)})")
-        # A cell left empty is a value that run did not have (another task's metric, say).
-        rows = [{k: _value(v) for k, v in row.items() if v not in (None, "")} for row in reader]
+        # An empty metric cell is a metric that run did not log (another task's, say): no key at all.
+        rows = [{k: _value(v) for k, v in row.items() if v or "/" not in k} for row in reader]
     for row in rows:
         row.setdefault("status", None)  # None: not recorded (later reports write only completed runs)
         row["device_label"] = row.get("device_label") or checks.device_label(row)
@@ -36,7 +36,9 @@ def reread_results_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _value(text: str) -> Any:
+def _value(text: str | None) -> Any:
+    if not text:
+        return None
     for kind in (int, float):
         try:
             return kind(text)
