@@ -1,13 +1,14 @@
 """What ``report`` checks before a record counts: it completed, it evaluated the fit's own data, its load.
 
 Contention rule (one place, documented in the README and in every summary that uses it). A run's
-time is *contended* when, over its training, the machine's mean 1-minute load average per core was above
-``LOAD_PER_CORE_LIMIT`` (more runnable threads than cores: something else competed), or, on a CPU
-device, the process's CPU time was under ``CPU_SHARE_FLOOR`` of its wall time times the threads torch
-could use (it waited for a core, or was paused). A record written before lit_lora measured load has
-*unknown* load: nothing is invented for it, but when the times of one config's runs (the same work)
-differ more than ``SPREAD_LIMIT`` times, the report says they were not measured alike. GPU sharing is
-not measured.
+time is *contended* when, over its training, the machine's mean 1-minute load average per core was
+above ``LOAD_PER_CORE_LIMIT`` (more runnable threads than cores: something else competed), or, on a
+CPU device, the process's CPU time (all its threads) was under ``CPU_SHARE_FLOOR`` of its wall time: a
+training loop keeps at least one core busy, so it waited for a core or was paused. (A share per
+thread is no rule: a small model leaves many of torch's threads idle on a large machine.) A record
+written before lit_lora measured load has *unknown* load: nothing is invented for it, but when the
+times of one config's runs (the same work) differ more than ``SPREAD_LIMIT`` times, the report says
+they were not measured alike. GPU sharing is not measured.
 """
 
 from __future__ import annotations
@@ -106,12 +107,12 @@ def load_state(record: dict[str, Any]) -> tuple[str, str]:
     mean, cores = load.get("load_avg_1m_mean"), load.get("cpu_count")
     if mean is not None and cores and mean / cores > LOAD_PER_CORE_LIMIT:
         reasons.append(f"load {mean / cores:.2f} per core")
-    utilisation = load.get("cpu_utilisation")
-    if record.get("device") == "cpu" and utilisation is not None and utilisation < CPU_SHARE_FLOOR:
-        reasons.append(f"CPU busy {100 * utilisation:.0f}% of the wall time")
+    cpu_s, wall_s = load.get("process_cpu_s"), load.get("wall_s")
+    cpu_measured = record.get("device") == "cpu" and cpu_s is not None and bool(wall_s)
+    if cpu_measured and cpu_s / wall_s < CPU_SHARE_FLOOR:
+        reasons.append(f"process on a core {100 * cpu_s / wall_s:.0f}% of the wall time")
     if reasons:
         return "contended", "; ".join(reasons)
-    cpu_measured = record.get("device") == "cpu" and utilisation is not None
     if mean is None and not cpu_measured:
         return "unknown", "no load average on this platform"
     return "clear", ""

@@ -101,8 +101,9 @@ def find_runs(dirs: Sequence[Path]) -> Found:
 
 def _unfinished(record: dict[str, Any], directory: Path, fit: dict[str, Any]) -> Row:
     own = checks.status(record) != "completed"
+    built = approach(fit) if fit.get("method") else "model not built"  # it failed before describing one
     return {
-        "config": f"{fit.get('config_name')} ({approach(fit)}, seed {fit.get('seed')})",
+        "config": f"{fit.get('config_name')} ({built}, seed {fit.get('seed')})",
         "run_dir": checks.run_folder(record, directory),
         "stage": record["stage"],
         "status": checks.status(record if own else fit) + ("" if own else " fit"),

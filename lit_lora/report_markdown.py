@@ -68,7 +68,7 @@ def _time_notes(summary: list[Row]) -> list[str]:
         notes.append(
             "\\* Time and samples/s leave out the runs measured under contention (k of n kept): the"
             f" machine's mean 1-minute load average above {checks.LOAD_PER_CORE_LIMIT:g} per core, or on"
-            f" a CPU the process busy under {100 * checks.CPU_SHARE_FLOOR:.0f}% of its threads' wall time"
+            f" a CPU the process's CPU time under {100 * checks.CPU_SHARE_FLOOR:.0f}% of its wall time"
             " (each run's figures and reason: results.csv, columns load and load_note)."
         )
     if "?" in marks:

@@ -280,6 +280,8 @@ def test_a_failed_run_is_listed_beside_the_table_not_averaged(tmp_path: Path) ->
     write_result(root / "s1", seed=1, metrics={"val/acc": 0.91})
     reason = "non-finite training loss (nan) at step 40"
     write_result(root / "s2", seed=2, metrics={"val/acc": 0.52}, status="failed", failure=reason)
+    oom = "CUDA out of memory. Tried to allocate 2.00 GiB"
+    write_result(root / "s3", seed=3, metrics={}, status="failed", failure=oom, method=None, ranks=None)
     table, summary, rows = report_of(root, tmp_path / "report")
     # Before: n = 2, 71.50 ± 27.58 (the failed run's 0.52 averaged in) and the stopped test's 0.3 joined.
     assert summary["sst2_lora"]["n"] == "1" and float(summary["sst2_lora"]["accuracy_mean"]) == 0.91
@@ -288,6 +290,8 @@ def test_a_failed_run_is_listed_beside_the_table_not_averaged(tmp_path: Path) ->
     s1, s2 = (root / d / "lightning_logs" / "version_0" for d in ("s1", "s2"))
     assert f"| sst2_lora (LoRA, r=8, seed 1) | `{s1}` | test | failed | KeyboardInterrupt |" in table
     assert f"| sst2_lora (LoRA, r=8, seed 2) | `{s2}` | fit | failed | {reason} |" in table
+    s3 = root / "s3" / "lightning_logs" / "version_0"
+    assert f"| sst2_lora (model not built, seed 3) | `{s3}` | fit | failed | {oom} |" in table
 
 
 def test_an_evaluation_of_another_task_is_kept_out_of_the_fit_row(tmp_path: Path) -> None:
@@ -344,16 +348,16 @@ def test_runs_on_different_devices_are_never_one_group(tmp_path: Path) -> None:
     assert [summary[c]["memory_kind"] for c in sorted(summary)] == ["cuda_max_allocated", "cpu_peak_rss"]
 
 
-def measured_load(mean: float, utilisation: float, cores: int = 2) -> dict[str, Any]:
-    return {"cpu_count": cores, "load_avg_1m_mean": mean, "cpu_utilisation": utilisation}
+def measured_load(mean: float | None, cpu_s: float, wall_s: float = 100.0, cores: int = 2) -> dict[str, Any]:
+    return {"cpu_count": cores, "load_avg_1m_mean": mean, "process_cpu_s": cpu_s, "wall_s": wall_s}
 
 
 def test_a_contended_time_is_left_out_of_the_mean_and_marked(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     for seed, time_s, load in (
-        (1, 60.0, measured_load(1.1, 0.95)),
-        (2, 62.0, measured_load(1.9, 0.9)),
-        (3, 2461.0, measured_load(5.0, 0.2)),  # another training took the cores
+        (1, 60.0, measured_load(1.1, 95.0)),
+        (2, 62.0, measured_load(1.9, 90.0)),
+        (3, 2461.0, measured_load(5.0, 20.0)),  # another training took the cores
     ):
         write_result(
             root / f"s{seed}", seed=seed, train_time_s=time_s, samples_per_s=2000 / time_s, load=load
@@ -367,7 +371,7 @@ def test_a_contended_time_is_left_out_of_the_mean_and_marked(tmp_path: Path) -> 
     assert [(r["load"], r["load_note"]) for r in rows] == [
         ("clear", ""),
         ("clear", ""),
-        ("contended", "load 2.50 per core; CPU busy 20% of the wall time"),
+        ("contended", "load 2.50 per core; process on a core 20% of the wall time"),
     ]
 
 
@@ -385,16 +389,14 @@ def test_times_of_unknown_load_are_marked_and_a_wide_spread_is_called_out(tmp_pa
     ("device", "load", "expected"),
     [
         ("cpu", None, ("unknown", "load not recorded")),
-        ("cpu", measured_load(3.0, 0.9), ("clear", "")),  # 1.5 per core: at the limit, not above
-        ("cpu", measured_load(3.02, 0.9), ("contended", "load 1.51 per core")),
-        ("cpu", measured_load(0.5, 0.49), ("contended", "CPU busy 49% of the wall time")),  # paused
-        ("cuda", measured_load(0.5, 0.05), ("clear", "")),  # a GPU run's CPU mostly waits
-        ("cuda", measured_load(40.0, 0.9, cores=16), ("contended", "load 2.50 per core")),
-        (
-            "cuda",
-            {"cpu_count": 16, "load_avg_1m_mean": None, "cpu_utilisation": 0.1},
-            ("unknown", "no load average on this platform"),
-        ),
+        ("cpu", measured_load(3.0, 90.0), ("clear", "")),  # 1.5 per core: at the limit, not above
+        ("cpu", measured_load(3.02, 90.0), ("contended", "load 1.51 per core")),
+        ("cpu", measured_load(0.5, 49.0), ("contended", "process on a core 49% of the wall time")),  # paused
+        ("cpu", measured_load(1.0, 60.0, cores=16), ("clear", "")),  # 16 threads mostly idle: no contention
+        ("cuda", measured_load(0.5, 5.0), ("clear", "")),  # a GPU run's CPU mostly waits
+        ("cuda", measured_load(40.0, 90.0, cores=16), ("contended", "load 2.50 per core")),
+        ("cuda", measured_load(None, 10.0), ("unknown", "no load average on this platform")),
+        ("cpu", measured_load(None, 90.0), ("clear", "")),  # no load average, but the CPU share says
     ],
 )
 def test_the_contention_rule(device: str, load: dict[str, Any] | None, expected: tuple[str, str]) -> None:
