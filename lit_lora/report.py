@@ -324,7 +324,8 @@ def time_summary(runs: list[Row]) -> Row:
     """Time and samples/s over the runs not measured under contention, and what the cell must say."""
     timed = [r for r in runs if r["load"] != "contended"]
     row: Row = {"time_runs": len(timed), "time_contended": len(runs) - len(timed)}
-    row["time_load_unknown"] = sum(r["load"] == "unknown" for r in timed)
+    unknown = [r for r in timed if r["load"] == "unknown" and r.get("train_time_s") is not None]
+    row["time_load_unknown"] = len(unknown)
     row["time_s_mean"], row["time_s_std"] = stats([r.get("train_time_s") for r in timed])
     row["samples_per_s_mean"], row["samples_per_s_std"] = stats([r.get("samples_per_s") for r in timed])
     times = [float(r["train_time_s"]) for r in timed if r.get("train_time_s")]
