@@ -3,11 +3,18 @@
 Rules. A *run* is one directory holding a ``results.json`` with ``stage: fit`` (``trainer.log_dir``);
 ``test`` or ``validate`` records in the same directory add their metrics to it, and so do those of a
 separate ``test``/``validate`` run that loaded the fit's adapter (``model.adapter_path`` names
-``<fit run>/adapter``; a relative path is matched by its trailing folders). Records with no fit
-are skipped (and counted), and so are those of an adapter ensemble (``model.ensemble_adapter_paths``).
-Runs are grouped by ``config_name``, method, quantisation and the rest of their recorded config,
-ignoring seeds and output paths: a group is one configuration over seeds. Each group shows mean ± sample
-standard deviation (ddof=1) and n; n=1 shows no ±.
+``<fit run>/adapter``; a relative path is matched by its trailing folders), but only when they scored
+the fit's own task and data (same data class and settings, the evaluation's own choices such as
+``test_split`` or ``max_eval_samples`` aside): an adapter scored on another task is listed in a table
+of its own (and ``other_evaluations.csv``), never in the fit's row. Only *completed* records count: a
+fit or evaluation that failed or was stopped (``status`` other than ``completed``) is listed beside the
+table with its run folder, status and reason. Records with no fit are skipped (and counted), and so
+are those of an adapter ensemble (``model.ensemble_adapter_paths``).
+Runs are grouped by ``config_name``, method, quantisation, device (name and count), memory kind and
+the rest of their recorded config, ignoring seeds and output paths: a group is one configuration on one
+kind of device over seeds. Each group shows mean ± sample standard deviation (ddof=1) and n; n=1 shows
+no ±. Time and samples/s leave out the runs measured under contention and mark the times whose load
+is unknown or that spread widely (the rule: ``lit_lora/_report_checks.py``).
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ import io
 import json
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lit_lora import _report_checks as checks
 from lit_lora._io import atomic_write_text
+from lit_lora._report_reread import reread_results_csv
 from lit_lora.errors import LitLoraError
 
 IGNORED_SUFFIXES = ("seed", "seed_everything", "default_root_dir", "ckpt_path", "config")
@@ -34,12 +44,29 @@ MEMORY_KINDS = {
 Row = dict[str, Any]
 
 
-def find_runs(dirs: Sequence[Path]) -> tuple[list[Row], int]:
-    """One row per run directory below ``dirs``; also the number of records skipped for lack of a fit."""
+@dataclass
+class Found:
+    """What ``find_runs`` read: the runs that count and, beside them, every record that does not."""
+
+    rows: list[Row] = field(default_factory=list)  # completed fits, evaluations of their own data joined
+    skipped: int = 0  # records with no fit (or an ensemble's)
+    not_counted: list[Row] = field(default_factory=list)  # stopped or failed: config, folder, status, reason
+    other_data: list[Row] = field(default_factory=list)  # a fit's adapter scored on another task or data
+    status_unrecorded: int = 0  # rows of an earlier results.csv that had no status column
+
+
+def find_runs(dirs: Sequence[Path]) -> Found:
+    """One row per completed run directory below ``dirs``; the records that do not count, listed apart."""
     by_dir: dict[Path, list[dict[str, Any]]] = {}
+    found = Found()
     for root in dirs:
         if not root.exists():
             raise LitLoraError(f"run directory {root}: no such directory")
+        if root.suffix == ".csv":  # an earlier report's results.csv: its run folders may be gone
+            rows = reread_results_csv(root)
+            found.rows += rows
+            found.status_unrecorded += sum(r["status"] is None for r in rows)
+            continue
         for path in sorted([root] if root.is_file() else root.rglob("results*.json")):
             try:
                 record = json.loads(path.read_text())
@@ -47,17 +74,53 @@ def find_runs(dirs: Sequence[Path]) -> tuple[list[Row], int]:
                 continue
             if isinstance(record, dict) and "stage" in record:
                 by_dir.setdefault(path.parent, []).append(record)
-    if not by_dir:
+    if not by_dir and not found.rows:
         raise LitLoraError(f"no results.json below {', '.join(map(str, dirs))}: give run directories")
     _join_to_fits(by_dir)
-    rows, skipped = [], 0
     for directory, records in sorted(by_dir.items()):
         fits = [r for r in records if r["stage"] == "fit"]
         if not fits:
-            skipped += len(records)
+            found.skipped += len(records)
             continue
-        rows.append(_row(directory, fits[-1], [r for r in records if r["stage"] != "fit"]))
-    return rows, skipped
+        fit, evaluations = fits[-1], [r for r in records if r["stage"] != "fit"]
+        if checks.status(fit) != "completed":  # its metrics are wherever it stopped: in no mean
+            found.not_counted += [_unfinished(r, directory, fit) for r in (fit, *evaluations)]
+            continue
+        joined = []
+        for evaluation in evaluations:
+            difference = checks.data_difference(fit, evaluation)
+            if checks.status(evaluation) != "completed":
+                found.not_counted.append(_unfinished(evaluation, directory, fit))
+            elif difference is not None:  # another task's scores are not this fit's
+                found.other_data.append(_other_data(evaluation, directory, fit, difference))
+            else:
+                joined.append(evaluation)
+        found.rows.append(_row(directory, fit, joined))
+    return found
+
+
+def _unfinished(record: dict[str, Any], directory: Path, fit: dict[str, Any]) -> Row:
+    own = checks.status(record) != "completed"
+    built = approach(fit) if fit.get("method") else "model not built"  # it failed before describing one
+    return {
+        "config": f"{fit.get('config_name')} ({built}, seed {fit.get('seed')})",
+        "run_dir": checks.run_folder(record, directory),
+        "stage": record["stage"],
+        "status": checks.status(record if own else fit) + ("" if own else " fit"),
+        "reason": checks.reason(record) if own else f"its fit did not complete: {checks.reason(fit)}",
+    }
+
+
+def _other_data(record: dict[str, Any], directory: Path, fit: dict[str, Any], difference: str) -> Row:
+    return {
+        "adapter_of": f"{fit.get('config_name')} ({approach(fit)}, seed {fit.get('seed')})",
+        "fit_run_dir": str(directory),
+        "stage": record["stage"],
+        "evaluated": checks.data_label(record),
+        "difference": difference,
+        "run_dir": checks.run_folder(record, directory),
+        **dict(sorted((record.get("metrics") or {}).items())),
+    }
 
 
 def _join_to_fits(by_dir: dict[Path, list[dict[str, Any]]]) -> None:
@@ -97,6 +160,9 @@ def _share(count: int | None, params: dict[str, Any]) -> float | None:
 
 def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> Row:
     params = fit.get("parameters") or {}
+    load = fit.get("load") or {}
+    state, why = checks.load_state(fit)
+    cores = load.get("cpu_count")
     row: Row = {
         "run_dir": str(directory),
         "config_name": fit.get("config_name"),
@@ -104,8 +170,10 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
         "method": fit.get("method"),
         "quantization": fit.get("quantization"),
         "seed": fit.get("seed"),
+        "status": checks.status(fit),
         "stages": "+".join(["fit", *sorted({r["stage"] for r in others})]),
         "device": fit.get("device"),
+        "device_label": checks.device_label(fit),
         "precision": fit.get("precision"),
         # AdaLoRA: what the final rank budget keeps (its count at init_r stays beside it).
         "trainable": params.get("trainable_at_final_budget") or params.get("trainable"),
@@ -116,6 +184,12 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
         "weight_memory_mb": fit.get("weight_memory_mb"),
         **{k: fit.get(k) for k in ("peak_memory_mb", "memory_kind", "train_time_s", "wall_time_s")},
         **{k: fit.get(k) for k in ("samples_per_s", "train_samples", "global_steps", "epochs")},
+        "load": state,  # clear, contended or unknown: see lit_lora/_report_checks.py
+        "load_note": why,
+        "load_avg_per_core": round(load["load_avg_1m_mean"] / cores, 2)
+        if load.get("load_avg_1m_mean") is not None and cores
+        else None,
+        "cpu_utilisation": load.get("cpu_utilisation"),
     }
     metrics = dict(fit.get("metrics") or {})
     for other in others:
@@ -128,7 +202,9 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
     row["_config"] = {k: v for k, v in _flatten(fit.get("config") or {}).items() if not _ignored(k)}
     ranks = json.dumps(fit.get("ranks"), sort_keys=True)
     base = (fit.get("config_name"), fit.get("method"), fit.get("quantization"), ranks)
-    row["_key"] = (*base, tuple(sorted(row["_config"].items())))
+    # Times and memory of different devices (and memory kinds) are never one statistic.
+    where = (row["device_label"], fit.get("memory_kind"))
+    row["_key"] = (*base, *where, tuple(sorted(row["_config"].items())))
     return row
 
 
@@ -181,10 +257,12 @@ def group_runs(rows: list[Row]) -> list[tuple[str, list[Row]]]:
     labelled = []
     for key, runs in groups.items():
         name = key[0] or "(no config name)"
-        siblings = [other[0]["_config"] for k, other in groups.items() if k[0] == key[0]]
+        siblings = [other[0] for k, other in groups.items() if k[0] == key[0]]
         mine = runs[0]["_config"]
-        differing = [k for k in mine if any(s.get(k) != mine[k] for s in siblings)]
+        differing = [k for k in mine if any(s["_config"].get(k) != mine[k] for s in siblings)]
         extra = " ".join(f"{_short(k)}={_show(json.loads(mine[k]))}" for k in differing[:4])
+        if any(s["device_label"] != runs[0]["device_label"] for s in siblings):
+            extra = f"{extra} [{runs[0]['device_label']}]".strip()
         if not extra and len(siblings) > 1:
             extra = runs[0]["approach"]
         labelled.append((f"{name} {extra}".strip(), runs))
@@ -234,60 +312,29 @@ def summarize(groups: list[tuple[str, list[Row]]], split: str) -> list[Row]:
             )
         row["trainable"], row["trainable_pct"] = runs[0]["trainable"], runs[0]["trainable_pct"]
         row["weight_memory_mb"] = runs[0].get("weight_memory_mb")  # one configuration: the same weights
-        for name, key in (("memory_mb", "peak_memory_mb"), ("time_s", "train_time_s")):
-            row[f"{name}_mean"], row[f"{name}_std"] = stats([r.get(key) for r in runs])
-        row["samples_per_s_mean"], row["samples_per_s_std"] = stats([r.get("samples_per_s") for r in runs])
-        row["memory_kind"] = "/".join(sorted({str(r["memory_kind"]) for r in runs}))
+        row["memory_mb_mean"], row["memory_mb_std"] = stats([r.get("peak_memory_mb") for r in runs])
+        row["memory_kind"] = str(runs[0]["memory_kind"])  # one per group: it is part of the key
+        row["device"] = runs[0]["device_label"]
+        row.update(time_summary(runs))
         out.append(row)
     return out
 
 
-def markdown(
-    summary: list[Row], split: str, n_runs: int, skipped: int, names: list[str] | None = None
-) -> str:
-    names = ["acc", "f1"] if names is None else names
-    # Fractions (accuracy, classification F1) show as percentages; SQuAD's exact and F1 are percentages
-    # already, and loss or perplexity are not shares at all: those show as logged.
-    percent = {
-        n: _all_fractions(summary, SUMMARY_NAMES.get(n, n)) and n not in ("loss", "ppl") for n in names
-    }
-    head = ["Config", "Approach"]
-    head += [f"{TITLES.get(n, n)} ({split}{', %' if percent[n] else ''})" for n in names]
-    head += ["Params (%)", "Weights (MB)", "Memory (MB)", "Time (s)", "samples/s", "n"]
-    lines = ["# lit_lora report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in summary:
-        pct = s["trainable_pct"]
-        pct = "–" if pct is None else f"{pct:.2f}" if pct >= 0.1 else f"{pct:.3f}"
-        cells = [s["config"], s["approach"]]
-        for name in names:
-            key = SUMMARY_NAMES.get(name, name)
-            scale, digits = (100, 2) if percent[name] else (1, 4)
-            cells.append(fmt(s.get(f"{key}_mean"), s.get(f"{key}_std"), digits, scale))
-        weights = s.get("weight_memory_mb")
-        cells += [pct, "–" if weights is None else f"{weights:.1f}"]
-        cells += [fmt(s["memory_mb_mean"], s["memory_mb_std"], 0), fmt(s["time_s_mean"], s["time_s_std"], 1)]
-        cells += [fmt(s["samples_per_s_mean"], s["samples_per_s_std"], 1), str(s["n"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    kinds = sorted({k for s in summary for k in s["memory_kind"].split("/")})
-    lines += [
-        "",
-        f"{n_runs} runs. Mean ± sample standard deviation (ddof=1) over the n runs (seeds) of each config;",
-        "a single run shows no ±. Metrics are every final "
-        + ("test" if split == "test" else "validation")
-        + " metric the runs logged. Params: trainable share of all parameters.",
-        "Weights: the model's weights as stored (quantised ones packed, their constants included);",
-        "Memory: the peak of the whole run beside them.",
-        "Time: training only (validation excluded); samples/s: training samples per second of it.",
-        "Memory kinds: " + "; ".join(f"{k} = {MEMORY_KINDS.get(k, k)}" for k in kinds) + ".",
-    ]
-    if skipped:
-        lines.append(f"{skipped} records with no fit record in their directory were skipped.")
-    return "\n".join(lines) + "\n"
-
-
-def _all_fractions(summary: list[Row], key: str) -> bool:
-    values = [s.get(f"{key}_mean") for s in summary]
-    return all(v is None or 0.0 <= v <= 1.0 for v in values)
+def time_summary(runs: list[Row]) -> Row:
+    """Time and samples/s over the runs not measured under contention, and what the cell must say."""
+    timed = [r for r in runs if r["load"] != "contended"]
+    row: Row = {"time_runs": len(timed), "time_contended": len(runs) - len(timed)}
+    unknown = [r for r in timed if r["load"] == "unknown" and r.get("train_time_s") is not None]
+    row["time_load_unknown"] = len(unknown)
+    row["time_s_mean"], row["time_s_std"] = stats([r.get("train_time_s") for r in timed])
+    row["samples_per_s_mean"], row["samples_per_s_std"] = stats([r.get("samples_per_s") for r in timed])
+    times = [float(r["train_time_s"]) for r in timed if r.get("train_time_s")]
+    row["time_spread"] = round(max(times) / min(times), 2) if len(times) > 1 else None
+    marks = "*" if row["time_contended"] else ""
+    marks += "?" if row["time_load_unknown"] else ""
+    marks += "!" if row["time_spread"] is not None and row["time_spread"] > checks.SPREAD_LIMIT else ""
+    row["time_marks"] = marks
+    return row
 
 
 def to_csv(rows: list[Row]) -> str:
@@ -313,7 +360,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
-    rows, skipped = find_runs(args.run_dirs)
+    from lit_lora.report_markdown import markdown  # it builds on this module's helpers
+
+    found = find_runs(args.run_dirs)
+    rows = found.rows
     split = args.split
     if split == "auto":
         split = "test" if all(any(k.startswith("test/") for k in r) for r in rows) else "val"
@@ -323,10 +373,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     atomic_write_text(args.out / "results.csv", to_csv(run_rows))
     atomic_write_text(args.out / "summary.csv", to_csv(summary))
     names = metric_names(rows, split)
-    atomic_write_text(args.out / "summary.md", markdown(summary, split, len(rows), skipped, names))
+    atomic_write_text(args.out / "summary.md", markdown(summary, split, found, names))
     written = ["results.csv", "summary.csv", "summary.md"]
+    if found.other_data:
+        atomic_write_text(args.out / "other_evaluations.csv", to_csv(found.other_data))
+        written.append("other_evaluations.csv")
     if not args.no_plots:
         from lit_lora.report_plots import plot_all
 
         written += plot_all(summary, run_rows, split, args.out)
-    print(f"lit_lora report: {len(rows)} runs in {len(groups)} configs -> {args.out}/{{{','.join(written)}}}")
+    left_out = f" ({len(found.not_counted)} records did not complete)" if found.not_counted else ""
+    print(
+        f"lit_lora report: {len(rows)} runs in {len(groups)} configs{left_out}"
+        f" -> {args.out}/{{{','.join(written)}}}"
+    )

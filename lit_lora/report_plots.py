@@ -67,7 +67,8 @@ def accuracy_vs_params(summary: list[Row], rows: list[Row], split: str, path: Pa
     save_atomic(fig, path)
 
 
-def bars(summary: list[Row], key: str, xlabel: str, title: str, path: Path) -> None:
+def bars(summary: list[Row], key: str, xlabel: str, title: str, path: Path, marks: str | None = None) -> None:
+    """Horizontal bars of ``key``; ``marks`` names the summary field whose marks follow each value."""
     labels = [s["config"] for s in summary]
     means = [s[f"{key}_mean"] or 0.0 for s in summary]
     stds = [s[f"{key}_std"] or 0.0 for s in summary]
@@ -84,6 +85,7 @@ def bars(summary: list[Row], key: str, xlabel: str, title: str, path: Path) -> N
     for y, (m, e, s) in enumerate(zip(means, stds, summary, strict=True)):
         digits = 0 if m >= 100 else 1
         text = f"{m:.{digits}f}" + (f" ± {e:.{digits}f}" if s["n"] > 1 else "")
+        text += f" {s[marks]}" if marks and s.get(marks) else ""
         ax.text(m + e + 0.01 * top, y, text, va="center", fontsize=8)
     ax.set_xlim(0, top * 1.25)
     ax.set_xlabel(xlabel)
@@ -98,6 +100,7 @@ def plot_all(summary: list[Row], rows: list[Row], split: str, out: Path) -> list
     accuracy_vs_params(summary, rows, split, out / "accuracy_vs_params.png")
     bars(summary, "memory_mb", f"peak memory (MB, {kinds})", "Peak memory per config (mean ± std)",
          out / "memory.png")  # fmt: skip
-    bars(summary, "time_s", "training time (s, validation excluded)", "Training time per config (mean ± std)",
-         out / "time.png")  # fmt: skip
+    bars(summary, "time_s", "training time (s, validation excluded; * contended runs left out,"
+         " ? load not recorded, ! runs 1.5x apart)", "Training time per config (mean ± std)",
+         out / "time.png", marks="time_marks")  # fmt: skip
     return ["accuracy_vs_params.png", "memory.png", "time.png"]

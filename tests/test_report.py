@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from lit_lora.__main__ import main as lit_lora_main
-from lit_lora.report import approach, fmt, stats
+from lit_lora._report_checks import load_state
+from lit_lora.callbacks import meter
+from lit_lora.errors import LitLoraError
+from lit_lora.report import approach, find_runs, fmt, stats
 from tests.test_cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +91,8 @@ def test_mean_and_sample_std_over_seeds(runs: Path, tmp_path: Path) -> None:
     mean, std = 100 * statistics.mean(ACCS.values()), 100 * statistics.stdev(ACCS.values())
     assert f"| {mean:.2f} ± {std:.2f} |" in table
     assert "| 90.00 |" in table  # the single-seed row has no ±
-    assert "| 1.60 | 87.2 | 500 |" in table  # params %, weights, peak memory
-    assert "| 0.80 | – | 533 ± 25 |" in table  # runs recorded before weight_memory_mb show a dash
+    assert "| 1.60 | 87.2 | cpu | 500 |" in table  # params %, weights, device, peak memory
+    assert "| 0.80 | – | cpu | 533 ± 25 |" in table  # runs recorded before weight_memory_mb show a dash
     assert "1 records with no fit record" in table
     assert len(read_csv(out / "results.csv")) == 4
 
@@ -110,9 +113,10 @@ def test_fit_and_test_records_in_one_directory_are_joined(tmp_path: Path) -> Non
 
 def test_a_separate_test_run_joins_the_fit_whose_adapter_it_loaded(tmp_path: Path) -> None:
     fit_dir = write_result(tmp_path / "runs" / "fit").parent
-    config = {"model": {"init_args": {"adapter_path": str(fit_dir / "adapter")}}}
+    data = {"init_args": {"seed": 1}}  # the fit's own data
+    config = {"model": {"init_args": {"adapter_path": str(fit_dir / "adapter")}}, "data": data}
     write_result(tmp_path / "runs" / "test", stage="test", metrics={"test/acc": 0.75}, config=config)
-    other = {"model": {"init_args": {"adapter_path": str(tmp_path / "elsewhere" / "adapter")}}}
+    other = {"model": {"init_args": {"adapter_path": str(tmp_path / "elsewhere" / "adapter")}}, "data": data}
     write_result(tmp_path / "runs" / "test2", stage="test", metrics={"test/acc": 0.5}, config=other)
     out = tmp_path / "report"
     lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(out), "--no-plots"])
@@ -161,6 +165,13 @@ def test_report_joins_a_real_fit_and_its_test_run(
         json.loads((tmp_path / d / "lightning_logs" / "version_0" / "results.json").read_text())
         for d in ("fit", "test")
     )
+    for record in (fit_record, test_record):  # how loaded the machine was while it trained / tested
+        load = record["load"]
+        assert load["load_samples"] >= 2 and load["load_avg_1m_max"] >= load["load_avg_1m_mean"] >= 0
+        threads = min(load["torch_threads"], load["usable_cores"])
+        busy = load["process_cpu_s"] / (load["wall_s"] * threads)
+        assert load["cpu_utilisation"] == pytest.approx(busy, abs=2e-3)
+    assert 0 < fit_record["load"]["wall_s"] < fit_record["wall_time_s"]  # the training span of the run
     monkeypatch.chdir(REPO)  # the report runs elsewhere than the test did
     out = tmp_path / "report"
     lit_lora_main(["report", str(tmp_path / "fit"), str(tmp_path / "test"), "--out", str(out), "--no-plots"])
@@ -170,6 +181,7 @@ def test_report_joins_a_real_fit_and_its_test_run(
     assert float(row["test/acc"]) == pytest.approx(test_record["metrics"]["test/acc"])
     assert float(row["val/acc"]) == pytest.approx(fit_record["metrics"]["val/acc"])
     assert float(row["test_samples_per_s"]) == pytest.approx(test_record["samples_per_s"])
+    assert row["load"] in ("clear", "contended")  # measured, whichever it was on this shared machine
     table = (out / "summary.md").read_text()
     assert "Accuracy (test, %)" in table and "no fit record" not in table
 
@@ -249,3 +261,204 @@ def test_new_methods_are_named_in_the_report() -> None:
     assert approach(
         {**record, "method": "dora", "method_label": "DoRA", "ranks": {"r": 8, "rank_pattern": {}}}
     ) == ("DoRA + nf4 base, r=8")
+
+
+def report_of(root: Path, out: Path) -> tuple[str, dict[str, dict[str, str]], list[dict[str, str]]]:
+    """summary.md, summary.csv by config and results.csv of ``report root --out out``."""
+    lit_lora_main(["report", str(root), "--out", str(out), "--no-plots"])
+    summary = {row["config"]: row for row in read_csv(out / "summary.csv")}
+    return (out / "summary.md").read_text(), summary, read_csv(out / "results.csv")
+
+
+def test_a_failed_run_is_listed_beside_the_table_not_averaged(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    test = {"val/acc": 0.91, "test/acc": 0.3}
+    stopped_test = write_result(
+        root / "s1", stage="test", metrics=test, status="failed", failure="KeyboardInterrupt"
+    )
+    stopped_test.rename(stopped_test.with_name("results_test.json"))
+    write_result(root / "s1", seed=1, metrics={"val/acc": 0.91})
+    reason = "non-finite training loss (nan) at step 40"
+    write_result(root / "s2", seed=2, metrics={"val/acc": 0.52}, status="failed", failure=reason)
+    oom = "CUDA out of memory. Tried to allocate 2.00 GiB"
+    write_result(root / "s3", seed=3, metrics={}, status="failed", failure=oom, method=None, ranks=None)
+    table, summary, rows = report_of(root, tmp_path / "report")
+    # Before: n = 2, 71.50 ± 27.58 (the failed run's 0.52 averaged in) and the stopped test's 0.3 joined.
+    assert summary["sst2_lora"]["n"] == "1" and float(summary["sst2_lora"]["accuracy_mean"]) == 0.91
+    assert [r["seed"] for r in rows] == ["1"] and rows[0]["stages"] == "fit"
+    assert "| 91.00 |" in table and "## Not counted" in table
+    s1, s2 = (root / d / "lightning_logs" / "version_0" for d in ("s1", "s2"))
+    assert f"| sst2_lora (LoRA, r=8, seed 1) | `{s1}` | test | failed | KeyboardInterrupt |" in table
+    assert f"| sst2_lora (LoRA, r=8, seed 2) | `{s2}` | fit | failed | {reason} |" in table
+    s3 = root / "s3" / "lightning_logs" / "version_0"
+    assert f"| sst2_lora (model not built, seed 3) | `{s3}` | fit | failed | {oom} |" in table
+
+
+def test_an_evaluation_of_another_task_is_kept_out_of_the_fit_row(tmp_path: Path) -> None:
+    agnews = {
+        "class_path": "lit_lora.data.AGNewsDataModule",
+        "init_args": {"data_dir": "../shared/data/ag_news"},
+    }
+    fit_dir = write_result(
+        tmp_path / "runs" / "fit",
+        config_name="agnews_smollm2",
+        metrics={"val/acc": 0.88},
+        config={"data": agnews},
+    ).parent
+
+    def test_run(name: str, data: dict[str, Any], metrics: dict[str, float]) -> None:
+        model = {"init_args": {"adapter_path": str(fit_dir / "adapter")}}
+        config = {"model": model, "data": data}
+        write_result(tmp_path / "runs" / name, stage="test", config=config, metrics=metrics)
+
+    gsm8k = {"class_path": "lit_lora.data.GSM8KDataModule", "init_args": {"data_dir": "../shared/data/gsm8k"}}
+    test_run("gsm8k", gsm8k, {"test/loss": 2.5, "test/exact_match": 0.0})
+    # The fit's own data, named from another folder and read with the evaluation's own choices: joined.
+    choices = {"test_split": "test", "max_eval_samples": 500}
+    own_args = {"data_dir": "/elsewhere/shared/data/ag_news", **choices}
+    own = {"class_path": "lit_lora.data.AGNewsDataModule", "init_args": own_args}
+    test_run("agnews", own, {"test/acc": 0.86})
+    table, summary, rows = report_of(tmp_path / "runs", tmp_path / "report")
+    [row] = rows
+    assert float(row["test/acc"]) == 0.86 and "test/loss" not in row and "test/exact_match" not in row
+    assert "## Adapters evaluated on other tasks or data" in table
+    gsm8k_dir = tmp_path / "runs" / "gsm8k" / "lightning_logs" / "version_0"
+    assert (
+        "| agnews_smollm2 (LoRA, r=8, seed 1) | GSM8KDataModule ../shared/data/gsm8k (data GSM8KDataModule,"
+        f" not the fit's AGNewsDataModule) | test/exact_match=0, test/loss=2.5 | `{gsm8k_dir}` |"
+    ) in table
+    [other] = read_csv(tmp_path / "report" / "other_evaluations.csv")
+    assert (other["fit_run_dir"], float(other["test/loss"])) == (str(fit_dir), 2.5)
+
+
+def test_runs_on_different_devices_are_never_one_group(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_result(root / "cpu", peak_memory_mb=3000.0, train_time_s=900.0)
+    cuda = {
+        "device": "cuda",
+        "device_name": "NVIDIA H200",
+        "num_devices": 1,
+        "memory_kind": "cuda_max_allocated",
+    }
+    write_result(root / "gpu", seed=2, peak_memory_mb=500.0, train_time_s=60.0, **cuda)
+    table, summary, _ = report_of(root, tmp_path / "report")
+    # Before: one row, n = 2, memory 1750 ± 1768 (RSS and CUDA allocated averaged), time 480.0 ± 593.9.
+    assert set(summary) == {"sst2_lora [cpu]", "sst2_lora [NVIDIA H200]"}
+    assert "| cpu | 3000 | 900.0 ? |" in table and "| NVIDIA H200 | 500 | 60.0 ? |" in table
+    assert [summary[c]["memory_kind"] for c in sorted(summary)] == ["cuda_max_allocated", "cpu_peak_rss"]
+
+
+def measured_load(mean: float | None, cpu_s: float, wall_s: float = 100.0, cores: int = 2) -> dict[str, Any]:
+    return {"cpu_count": cores, "load_avg_1m_mean": mean, "process_cpu_s": cpu_s, "wall_s": wall_s}
+
+
+def test_a_contended_time_is_left_out_of_the_mean_and_marked(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed, time_s, load in (
+        (1, 60.0, measured_load(1.1, 95.0)),
+        (2, 62.0, measured_load(1.9, 90.0)),
+        (3, 2461.0, measured_load(5.0, 20.0)),  # another training took the cores
+    ):
+        write_result(
+            root / f"s{seed}", seed=seed, train_time_s=time_s, samples_per_s=2000 / time_s, load=load
+        )
+    table, summary, rows = report_of(root, tmp_path / "report")
+    row = summary["sst2_lora"]
+    assert (row["n"], row["time_runs"], row["time_contended"]) == ("3", "2", "1")
+    assert float(row["time_s_mean"]) == 61.0 and float(row["time_s_std"]) == pytest.approx(2**0.5)
+    assert "| 61.0 ± 1.4 (2 of 3) * | 32.8 ± 0.8 | 3 |" in table  # before: 861.0 ± 1385.6
+    assert "\\* Time and samples/s leave out the runs measured under contention" in table
+    assert [(r["load"], r["load_note"]) for r in rows] == [
+        ("clear", ""),
+        ("clear", ""),
+        ("contended", "load 2.50 per core; process on a core 20% of the wall time"),
+    ]
+
+
+def test_times_of_unknown_load_are_marked_and_a_wide_spread_is_called_out(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed, time_s in ((1, 2460.9), (2, 505.02), (3, 457.69)):  # Joint-2's three CPU seeds
+        write_result(root / f"s{seed}", seed=seed, train_time_s=time_s)
+    table, summary, _ = report_of(root, tmp_path / "report")
+    assert "| 1141.2 ± 1143.1 ?! |" in table
+    assert float(summary["sst2_lora"]["time_spread"]) == 5.38
+    assert "? Load not recorded" in table and "! The slowest run averaged took more than 1.5x" in table
+
+
+@pytest.mark.parametrize(
+    ("device", "load", "expected"),
+    [
+        ("cpu", None, ("unknown", "load not recorded")),
+        ("cpu", measured_load(3.0, 90.0), ("clear", "")),  # 1.5 per core: at the limit, not above
+        ("cpu", measured_load(3.02, 90.0), ("contended", "load 1.51 per core")),
+        ("cpu", measured_load(0.5, 49.0), ("contended", "process on a core 49% of the wall time")),  # paused
+        ("cpu", measured_load(1.0, 60.0, cores=16), ("clear", "")),  # 16 threads mostly idle: no contention
+        ("cuda", measured_load(0.5, 5.0), ("clear", "")),  # a GPU run's CPU mostly waits
+        ("cuda", measured_load(40.0, 90.0, cores=16), ("contended", "load 2.50 per core")),
+        ("cuda", measured_load(None, 10.0), ("unknown", "no load average on this platform")),
+        ("cpu", measured_load(None, 90.0), ("clear", "")),  # no load average, but the CPU share says
+    ],
+)
+def test_the_contention_rule(device: str, load: dict[str, Any] | None, expected: tuple[str, str]) -> None:
+    record = {"device": device, **({"load": load} if load else {})}
+    assert load_state(record) == expected
+
+
+def test_machine_load_samples_the_load_average_and_cpu_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = {"wall": 100.0, "cpu": 10.0}
+    loads = iter([1.0, 2.0, 4.0])
+
+    class FakeTime:
+        perf_counter = staticmethod(lambda: clock["wall"])
+        process_time = staticmethod(lambda: clock["cpu"])
+
+    monkeypatch.setattr(meter, "time", FakeTime)
+    monkeypatch.setattr(meter.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(meter.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(meter, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(meter.torch, "get_num_threads", lambda: 8)
+    machine = meter.MachineLoad(every_s=10.0)
+    assert machine.record() == {}  # never started: nothing to say
+    machine.start()
+    clock["wall"] += 5.0
+    machine.sample()  # under every_s since the start: not sampled
+    clock["wall"] += 5.0
+    machine.sample()
+    clock["wall"], clock["cpu"] = 140.0, 40.0
+    assert machine.record() == {
+        "load": {
+            "cpu_count": 4,
+            "usable_cores": 2,
+            "torch_threads": 8,
+            "load_avg_1m_mean": 2.33,
+            "load_avg_1m_max": 4.0,
+            "load_samples": 3,
+            "wall_s": 40.0,
+            "process_cpu_s": 30.0,
+            "cpu_utilisation": 0.375,  # 30 s of CPU over 40 s on min(8 threads, 2 cores)
+        }
+    }
+
+
+def test_an_earlier_results_csv_is_read_back_when_its_runs_are_gone(runs: Path, tmp_path: Path) -> None:
+    _, first, _ = report_of(runs, tmp_path / "first")
+    # The same rows as a report before status and load were recorded wrote them.
+    old = [{k: v for k, v in r.items() if not k.startswith(("status", "load", "device_label", "cpu_util"))}
+           for r in read_csv(tmp_path / "first" / "results.csv")]  # fmt: skip
+    old_csv = tmp_path / "old" / "results.csv"
+    old_csv.parent.mkdir()
+    with old_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(old[0]))
+        writer.writeheader()
+        writer.writerows(old)
+    table, again, rows = report_of(old_csv, tmp_path / "again")
+    columns = ("n", "seeds", "accuracy_mean", "accuracy_std", "memory_mb_mean", "time_s_mean", "device")
+    assert {c: {k: s[k] for k in columns} for c, s in again.items()} == {
+        c: {k: s[k] for k in columns} for c, s in first.items()
+    }
+    assert [r["load"] for r in rows] == ["unknown"] * 4 and "| 10.0 ± 0.0 ? |" in table
+    assert "4 runs come from an earlier results.csv that recorded no status" in table
+    table, _, rows = report_of(tmp_path / "first" / "results.csv", tmp_path / "round_trip")
+    assert "recorded no status" not in table and {r["status"] for r in rows} == {"completed"}
+    with pytest.raises(LitLoraError, match=r"summary.csv: not a report's results.csv \(no column run_dir"):
+        find_runs([tmp_path / "first" / "summary.csv"])

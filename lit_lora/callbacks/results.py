@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from lit_lora._io import atomic_write_json
-from lit_lora.callbacks.meter import memory_details, peak_memory, reset_peak_memory
+from lit_lora.callbacks.meter import MachineLoad, memory_details, peak_memory, reset_peak_memory
 from lit_lora.data.sampler import is_padding_batch
 
 LIBRARIES = (
@@ -62,6 +62,7 @@ class ResultsRecorder(L.Callback):
         self._started = False
         self._in_train_epoch = False
         self._evaluating = False
+        self._load = MachineLoad()  # the host's load over training (fit) or testing (test)
 
     # ---- measuring --------------------------------------------------------------------------------
 
@@ -71,6 +72,7 @@ class ResultsRecorder(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
+        self._load.start()
         # A run resumed at the last batch of an epoch goes straight to that epoch's end, with no
         # epoch start: its clock starts here.
         self._start_train_epoch()
@@ -98,6 +100,7 @@ class ResultsRecorder(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._samples += _batch_size(batch)
+        self._load.sample()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_seconds = self._train_seconds_so_far()
@@ -119,6 +122,7 @@ class ResultsRecorder(L.Callback):
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
+        self._load.start()
         self._eval_start = time.perf_counter()
         self._evaluating = True
 
@@ -137,6 +141,7 @@ class ResultsRecorder(L.Callback):
     ) -> None:
         if not is_padding_batch(trainer.test_dataloaders, batch_idx):
             self._eval_samples += _batch_size(batch)
+        self._load.sample()
 
     # ---- writing ----------------------------------------------------------------------------------
 
@@ -191,6 +196,7 @@ class ResultsRecorder(L.Callback):
             "memory_kind": memory_kind,
             **memory_details(device),
             "wall_time_s": round(wall, 2),
+            **(self._load.record() if stage in ("fit", "test") else {}),
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             "num_devices": trainer.world_size,
