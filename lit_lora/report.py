@@ -55,7 +55,9 @@ def find_runs(dirs: Sequence[Path]) -> tuple[list[Row], int]:
     _join_to_fits(by_dir)
     rows, skipped = [], 0
     for directory, records in sorted(by_dir.items()):
-        fits = [r for r in records if r["stage"] == "fit"]
+        # A failed fit (NaN stop, Ctrl-C, out of memory) wrote partial metrics: not a result. A sweep
+        # point retried after one has its completed fit in another version folder.
+        fits = [r for r in records if r["stage"] == "fit" and r.get("status", "completed") == "completed"]
         if not fits:
             skipped += len(records)
             continue
@@ -284,7 +286,9 @@ def markdown(
         "Memory kinds: " + "; ".join(f"{k} = {MEMORY_KINDS.get(k, k)}" for k in kinds) + ".",
     ]
     if skipped:
-        lines.append(f"{skipped} records with no fit record in their directory were skipped.")
+        lines.append(
+            f"{skipped} records with no fit record (or a failed one) in their directory were skipped."
+        )
     return "\n".join(lines) + "\n"
 
 

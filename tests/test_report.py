@@ -249,3 +249,16 @@ def test_new_methods_are_named_in_the_report() -> None:
     assert approach(
         {**record, "method": "dora", "method_label": "DoRA", "ranks": {"r": 8, "rank_pattern": {}}}
     ) == ("DoRA + nf4 base, r=8")
+
+
+def test_a_failed_fit_is_no_result(tmp_path: Path) -> None:
+    # A sweep point stopped by the NaN guard, then retried to the end in a new version folder.
+    point = tmp_path / "runs" / "seed=1"
+    failed = write_result(point, metrics={"val/acc": 0.5}, status="failed", failure="training loss is nan")
+    failed.parent.rename(failed.parent.with_name("version_1"))
+    write_result(point, metrics={"val/acc": 0.9}, status="completed")
+    out = tmp_path / "report"
+    lit_lora_main(["report", str(tmp_path / "runs"), "--out", str(out), "--no-plots"])
+    [row] = read_csv(out / "results.csv")
+    assert float(row["val/acc"]) == 0.9
+    assert "1 records with no fit record (or a failed one)" in (out / "summary.md").read_text()
