@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import atomic_write_json, file_sha256, read_json_object
+from lit_lora._io import atomic_write_json, check_output_folder, file_sha256, read_json_object
 from lit_lora._matrix_spec import Column, Model, Spec, Task, cell_command, load_spec
 from lit_lora._matrix_tables import FAILED, NOT_RUN, Cell, Cells, write_all
 from lit_lora.errors import LitLoraError
@@ -180,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=[], metavar="TASK", help="run only these columns")
     parser.add_argument("--models", nargs="+", default=[], metavar="MODEL", help="run only these rows")
     args = parser.parse_args(argv)
+    check_output_folder(args.out, "--out", ("matrix.csv", "matrix.md", "matrix.png", "matrix_cells.json"))
     spec = load_spec(args.spec)
     for flag, names, known in (("--tasks", args.tasks, spec.tasks), ("--models", args.models, spec.models)):
         unknown = sorted(set(names) - {item.name for item in known})

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_lora import __version__
-from lit_lora._io import atomic_directory, atomic_write_json, file_sha256
+from lit_lora._io import MERGED_ADAPTER, atomic_directory, atomic_write_json, file_sha256
 from lit_lora._merge_checks import DENSITY_METHODS, METHODS, check_adapters, read_config
 from lit_lora.errors import LitLoraError
 
@@ -57,8 +57,6 @@ def merge(
     adapters = [a.resolve() for a in given]
     if method not in METHODS:
         raise LitLoraError(f"--method {method}: choose one of {', '.join(METHODS)}")
-    if Path(out).resolve() in adapters:
-        raise LitLoraError(f"--out {out} is one of the adapters being merged; write elsewhere")
     configs = [read_config(a) for a in adapters]
     check_adapters(adapters, configs, method, list(weights), density)
     base_name = base or configs[0].get("base_model_name_or_path")
@@ -66,7 +64,7 @@ def merge(
         raise LitLoraError(
             f"{adapters[0]}: adapter_config.json names no base_model_name_or_path; give --base"
         )
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, MERGED_ADAPTER, given, "--out") as tmp:
         if method == "average_ab":
             from lit_lora._merge_average import average_ab
 

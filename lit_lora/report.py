@@ -30,10 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from lit_lora import _report_checks as checks
-from lit_lora._io import atomic_write_text
+from lit_lora._io import atomic_write_text, check_output_folder
 from lit_lora._report_reread import reread_results_csv
 from lit_lora.errors import LitLoraError
 
+OUTPUT_FILES = (
+    "results.csv", "summary.csv", "summary.md", "other_evaluations.csv", "accuracy_vs_params.png",
+    "memory.png", "time.png",
+)  # fmt: skip
 IGNORED_SUFFIXES = ("seed", "seed_everything", "default_root_dir", "ckpt_path", "config")
 IGNORED_PREFIXES = ("trainer.logger",)
 MEMORY_KINDS = {
@@ -360,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
+    check_output_folder(args.out, "--out", OUTPUT_FILES)
     from lit_lora.report_markdown import markdown  # it builds on this module's helpers
 
     found = find_runs(args.run_dirs)

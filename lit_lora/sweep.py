@@ -1,8 +1,10 @@
 """``python -m lit_lora sweep SPEC``: run a W&B sweep specification offline, one run after another.
 
-Each run lives in ``OUT/<run name>`` with its ``run.log`` and a ``sweep_run.json`` marker;
-``OUT/sweep_state.json`` lists them all. Completed runs are skipped on a re-run, failed ones are
-retried; a failure never stops the sweep, but the exit status is 1 if any run failed.
+Each run lives in ``OUT/<run name>`` with its ``run.log`` and a ``sweep_run.json`` marker that records
+every attempt; ``OUT/sweep_state.json`` lists them all and ``--status`` prints each run's state.
+Completed runs are skipped on a re-run; a failed or interrupted run is tried again, from the newest
+checkpoint it left (``fit --ckpt_path``, an exact resume), until ``--max-attempts`` attempts have
+failed. A failure never stops the sweep, but the exit status is 1 if any run failed.
 
 Several processes may work on one sweep and folder at once (start it N times to run N in parallel):
 a run is claimed with a lock on ``OUT/<run>/.sweep_run.lock`` before anything else, so each runs once;
@@ -25,15 +27,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import atomic_write_json, read_json_object
+from lit_lora._io import atomic_write_json, check_output_folder, read_json_object
 from lit_lora._locks import is_claimed, locked, release, try_claim
+from lit_lora._sweep_points import (
+    DEFAULT_MAX_ATTEMPTS,
+    LOCK,
+    MARKER,
+    attempts,
+    describe,
+    failed_attempts,
+    is_completed,
+    resume_checkpoint,
+)
 from lit_lora.errors import LitLoraError
 from lit_lora.sweep_spec import Sweep, build_command, expand, load_sweep, run_name, sample
 
-MARKER = "sweep_run.json"
 STATE = "sweep_state.json"
 LOG = "run.log"
-LOCK = ".sweep_run.lock"
 STATE_LOCK = ".sweep_state.lock"
 REASONS = ("not accepted", "unrecognized", "does not exist", "Expected a typing", "Got value", "Expected a")
 
@@ -104,13 +114,6 @@ def validate_keys(sweep: Sweep, extra: Sequence[str] = ()) -> None:
                 check([*context, f"--{name}={value}", *extra], f"parameter {name}={value}")
 
 
-def is_completed(run_dir: Path) -> bool:
-    """Its marker says completed, or a ``results.json`` of a finished fit lies below it."""
-    if read_json_object(run_dir / MARKER).get("status") == "completed":
-        return True
-    return any(read_json_object(p).get("stage") == "fit" for p in run_dir.rglob("results.json"))
-
-
 def _tail(path: Path, lines: int = 20) -> str:
     text = path.read_text(errors="replace") if path.is_file() else ""
     return "\n".join(text.splitlines()[-lines:])
@@ -124,16 +127,18 @@ def run_sweep(
     extra: Sequence[str] = (),
     dry_run: bool = False,
     validate: bool = True,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> int:
     """Run (or with ``dry_run`` print) every run of the sweep; returns the number of failed runs."""
     if any(a.split("=")[0] == "--trainer.default_root_dir" for a in extra):
         raise LitLoraError("extra argument --trainer.default_root_dir: use --out; each run gets OUT/<run>")
+    check_output_folder(out, "--out", (STATE,))
     runs = expand(sweep, count, seed)
     lit_lora = fit_args(sweep) is not None
     if validate and lit_lora:
         validate_keys(sweep, extra)
     started = time.time()
-    counts = {"completed": 0, "skipped": 0, "failed": 0}
+    counts = {"completed": 0, "skipped": 0, "failed": 0, "given up": 0}
     for index, params in enumerate(runs, 1):
         name = run_name(params)
         run_dir = out / name
@@ -143,7 +148,7 @@ def run_sweep(
             command.append(f"--trainer.default_root_dir={run_dir}")
         command += list(extra)
         if dry_run:
-            print(("# completed, would skip: " if is_completed(run_dir) else "") + shlex.join(command))
+            print(_dry_run_line(run_dir, command, lit_lora, max_attempts))
             continue
         claim = try_claim(run_dir / LOCK)
         if claim is None:
@@ -152,11 +157,12 @@ def run_sweep(
             continue
         try:  # checked only once claimed: another process may have finished it a moment ago
             entry: dict[str, Any] = {"params": params, "command": command, "dir": str(run_dir)}
-            if reason := _skip_reason(run_dir, entry, started):
-                counts["skipped"] += 1
+            if reason := _skip_reason(run_dir, entry, started, max_attempts):
+                counts["given up" if reason.startswith("given up") else "skipped"] += 1
                 print(f"{label}: {reason}, skipped", flush=True)
                 continue
-            result = _run_one(command, run_dir, label, entry, claim)
+            resume = _resume_args(run_dir, command) if lit_lora else []
+            result = _run_one(command + resume, run_dir, label, entry, claim)
             counts["completed" if result["status"] == "completed" else "failed"] += 1
         finally:
             release(claim)
@@ -166,17 +172,37 @@ def run_sweep(
     state = write_state(sweep, out)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"lit_lora sweep: {len(runs)} runs: {summary} (state: {state})")
-    return counts["failed"]
+    return counts["failed"] + counts["given up"]
 
 
-def _skip_reason(run_dir: Path, entry: dict[str, Any], started: float) -> str | None:
+def _dry_run_line(run_dir: Path, command: list[str], lit_lora: bool, max_attempts: int) -> str:
+    if is_completed(run_dir):
+        return f"# completed, would skip: {shlex.join(command)}"
+    if failed_attempts(read_json_object(run_dir / MARKER)) >= max_attempts:
+        return f"# given up, would skip: {shlex.join(command)}"
+    return shlex.join(command + (_resume_args(run_dir, command) if lit_lora else []))
+
+
+def _resume_args(run_dir: Path, command: list[str]) -> list[str]:
+    """``--ckpt_path`` of the newest checkpoint an earlier attempt left, unless the command gives one."""
+    checkpoint = resume_checkpoint(run_dir)
+    if checkpoint is None or any(a.split("=")[0] == "--ckpt_path" for a in command):
+        return []
+    return [f"--ckpt_path={checkpoint}"]
+
+
+def _skip_reason(run_dir: Path, entry: dict[str, Any], started: float, max_attempts: int) -> str | None:
     marker = read_json_object(run_dir / MARKER)
     if is_completed(run_dir):
         if marker.get("status") != "completed":  # a fit record without a marker: the state shows it
-            atomic_write_json(run_dir / MARKER, {**entry, "status": "completed", "note": "fit record found"})
+            atomic_write_json(
+                run_dir / MARKER, {**marker, **entry, "status": "completed", "note": "fit record found"}
+            )
         return "already completed"
     if marker.get("status") == "failed" and marker.get("finished", 0) >= started:
         return "failed in another process since this one started (a later invocation retries it)"
+    if (failed := failed_attempts(marker)) >= max_attempts:
+        return f"given up after {failed} failed attempts (--max-attempts {max_attempts}; see {run_dir / LOG})"
     return None
 
 
@@ -196,11 +222,17 @@ def _run_one(
     command: list[str], run_dir: Path, label: str, entry: dict[str, Any], claim: int
 ) -> dict[str, Any]:
     log = run_dir / LOG
-    print(f"{label}: running (log: {log})", flush=True)
-    start = time.time()
-    atomic_write_json(run_dir / MARKER, {**entry, "status": "running", "pid": os.getpid(), "started": start})
+    earlier = attempts(read_json_object(run_dir / MARKER))
+    resumed = next((a.split("=", 1)[1] for a in command if a.startswith("--ckpt_path=")), None)
+    attempt: dict[str, Any] = {"attempt": len(earlier) + 1, "started": time.time(), "resumed_from": resumed}
+    origin = f" from {resumed}" if resumed else ""
+    print(f"{label}: running attempt {attempt['attempt']}{origin} (log: {log})", flush=True)
+    marker = {**entry, "status": "running", "pid": os.getpid(), "attempts": [*earlier, attempt]}
+    atomic_write_json(run_dir / MARKER, marker)
     env = {**os.environ, "LIT_LORA_RUN_DIR": str(run_dir)}
-    with log.open("w") as handle:
+    with log.open("a") as handle:  # every attempt's output, each under its own header
+        handle.write(f"==== attempt {attempt['attempt']}: {shlex.join(command)}\n")
+        handle.flush()
         try:
             # The run holds the claim too: if this process dies, nobody starts the run a second time.
             proc = subprocess.run(
@@ -210,23 +242,45 @@ def _run_one(
         except OSError as err:
             handle.write(f"cannot start {command[0]}: {err}\n")
             code = 127
-    finished = time.time()
-    result: dict[str, Any] = {
-        **entry,
-        "status": "completed" if code == 0 else "failed",
-        "returncode": code,
-        "seconds": round(finished - start, 2),
-        "started": start,
-        "finished": finished,
-    }
+        except KeyboardInterrupt:  # Ctrl-C: the run stopped with the sweep; it resumes next time
+            _record(run_dir, marker, attempt, "interrupted", None)
+            raise
+    result = _record(run_dir, marker, attempt, "completed" if code == 0 else "failed", code)
     if code != 0:
-        result["log_tail"] = _tail(log)
         last = result["log_tail"].splitlines()[-1:] or [""]
         print(f"{label}: FAILED (exit {code}) {last[0]}", flush=True)
     else:
         print(f"{label}: completed in {result['seconds']} s", flush=True)
+    return result
+
+
+def _record(
+    run_dir: Path, marker: dict[str, Any], attempt: dict[str, Any], status: str, code: int | None
+) -> dict[str, Any]:
+    """Write the attempt's outcome into the marker (the newest attempt's also at its top level)."""
+    finished = time.time()
+    outcome = {"status": status, "returncode": code, "finished": finished,
+               "seconds": round(finished - attempt["started"], 2)}  # fmt: skip
+    if status != "completed":
+        outcome["log_tail"] = _tail(run_dir / LOG)
+    attempt.update(outcome)
+    result = {**marker, **outcome, "started": attempt["started"], "attempts": marker["attempts"]}
+    result.pop("pid", None)
     atomic_write_json(run_dir / MARKER, result)
     return result
+
+
+def print_status(sweep: Sweep, out: Path, count: int | None, seed: int, max_attempts: int) -> None:
+    """One line per run: its state and attempts, and the checkpoint a retry resumes from."""
+    runs = expand(sweep, count, seed)
+    states: dict[str, int] = {}
+    for params in runs:
+        name = run_name(params)
+        state, detail = describe(out / name, max_attempts)
+        states[state] = states.get(state, 0) + 1
+        print(f"{name}: {state} ({detail})")
+    summary = ", ".join(f"{n} {state}" for state, n in states.items())
+    print(f"lit_lora sweep: {len(runs)} runs in {out}: {summary}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -241,14 +295,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("spec", type=Path, help="a W&B sweep file, e.g. sweeps/sst2_rank.yaml")
     parser.add_argument("--count", type=int, help="at most N runs (grid: the first N; random: N draws)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--status", action="store_true", help="print each run's state, run nothing")
     parser.add_argument("--out", type=Path, help="runs go to OUT/<run name> (default runs/sweeps/SPEC)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random search (default 0)")
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        help=f"failed attempts after which a run is no longer retried (default {DEFAULT_MAX_ATTEMPTS})",
+    )
     parser.add_argument("--no-validate", action="store_true", help="skip checking keys with the CLI")
     args = parser.parse_args(own)
-    if args.count is not None and args.count < 1:
-        raise LitLoraError(f"--count={args.count}: must be at least 1")
+    for flag, value in (("--count", args.count), ("--max-attempts", args.max_attempts)):
+        if value is not None and value < 1:
+            raise LitLoraError(f"{flag}={value}: must be at least 1")
     sweep = load_sweep(args.spec)
     out = args.out or Path("runs") / "sweeps" / args.spec.stem
-    failed = run_sweep(sweep, out, args.count, args.seed, extra, args.dry_run, not args.no_validate)
+    if args.status:
+        print_status(sweep, out, args.count, args.seed, args.max_attempts)
+        return
+    failed = run_sweep(
+        sweep, out, args.count, args.seed, extra, args.dry_run, not args.no_validate, args.max_attempts
+    )
     if failed:
         raise SystemExit(1)

@@ -189,3 +189,54 @@ def test_refusals_are_one_line_and_exit_2(adapters, tmp_path, capsys, second, ch
     err = capsys.readouterr().err
     assert err.startswith("lit_lora: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("runs", "--out runs: holds the source runs/a; write elsewhere"),
+        (".", "--out .: is the working directory or a folder above it"),
+        ("runs/a", "--out runs/a: is the source runs/a itself"),
+        ("notes", "--out notes: exists and is not a previous merged adapter written by lit_lora"),
+        ("runs/trained", "--out runs/trained: exists and is not a previous merged adapter"),
+        ("runs/merged_then_edited", "--out runs/merged_then_edited: exists and is not a previous merged"),
+    ],
+)
+def test_out_never_deletes_what_merge_did_not_write(adapters, tmp_path, monkeypatch, capsys, out, message):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "c"):
+        shutil.copytree(adapters[name], tmp_path / "runs" / name)
+    shutil.copytree(adapters["b"], tmp_path / "runs" / "trained")  # an adapter, but not a merge
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "ideas.txt").write_text("keep me")
+    argv = ["merge", "runs/a", "runs/c", "--method", "average_ab", "--weights", "1", "1"]
+    main([*argv, "--out", "runs/merged_then_edited"])
+    (tmp_path / "runs" / "merged_then_edited" / "my_eval.txt").write_text("keep me too")
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", out])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lit_lora: error: {message}") and err.count("\n") == 1
+    assert tree(tmp_path) == before  # sources, the other adapter, notes and the edited merge untouched
+
+
+def test_out_replaces_a_previous_merge_or_an_empty_folder(adapters, tmp_path):
+    sources = [adapters["a"], adapters["c"]]
+    out = merge(sources, "average_ab", [1.0, 1.0], tmp_path / "merged")
+    marker = json.loads((out / ".lit_lora_output.json").read_text())
+    assert marker == {
+        "kind": "merged adapter",
+        "files": ["adapter_config.json", "adapter_model.safetensors", "merge.json"],
+    }
+    again = merge(sources, "average_ab", [3.0, 1.0], out)  # a previous merge: replaced
+    assert json.loads((again / "merge.json").read_text())["weights"] == [3.0, 1.0]
+    (out / ".lit_lora_output.json").unlink()  # a merge written before the marker: still replaced
+    merge(sources, "average_ab", [1.0, 3.0], out)
+    assert json.loads((out / "merge.json").read_text())["weights"] == [1.0, 3.0]
+    (tmp_path / "empty").mkdir()
+    assert (merge(sources, "average_ab", [1.0, 1.0], tmp_path / "empty") / "merge.json").is_file()

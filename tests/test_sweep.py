@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from lit_lora.__main__ import main as lit_lora_main
-from lit_lora._locks import release, try_claim
+from lit_lora._locks import is_claimed, release, try_claim
 from lit_lora.errors import LitLoraError
 from lit_lora.sweep import LOCK, MARKER, STATE, is_completed, run_sweep, validate_keys
 from lit_lora.sweep_spec import build_command, expand, load_sweep, run_name
@@ -198,13 +200,17 @@ def test_dry_run_prints_quoted_commands_and_runs_nothing(tmp_path: Path, capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_run_with_a_fit_record_counts_as_completed(tmp_path: Path) -> None:
+def test_only_a_completed_fit_record_counts_as_completed(tmp_path: Path) -> None:
     results = tmp_path / "lightning_logs" / "version_0" / "results.json"
     results.parent.mkdir(parents=True)
-    results.write_text(json.dumps({"stage": "validate"}))
+    results.write_text(json.dumps({"stage": "validate", "status": "completed"}))
     assert not is_completed(tmp_path)
-    results.write_text(json.dumps({"stage": "fit"}))
-    assert is_completed(tmp_path)
+    results.write_text(json.dumps({"stage": "fit", "status": "failed", "failure": "training loss is nan"}))
+    assert not is_completed(tmp_path)  # Ctrl-C, SIGTERM, NaN, out of memory all write this record
+    results.write_text(json.dumps({"stage": "fit", "status": "completed"}))
+    assert is_completed(tmp_path)  # the sweep was killed before it could write its marker
+    (tmp_path / MARKER).write_text(json.dumps({"status": "failed", "returncode": 1}))
+    assert not is_completed(tmp_path)  # the sweep saw the run fail after its fit record
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -253,3 +259,109 @@ def test_validate_keys_rejects_unknown_keys_and_values(tmp_path: Path, monkeypat
             validate_keys(load_sweep(path))
     with pytest.raises(LitLoraError, match="unrecognized"):
         validate_keys(load_sweep(REPO / "sweeps" / "sst2_rank.yaml"), extra=["--trainer.maxepochs=1"])
+
+
+# --- real fits: a tiny BERT, 96 rows in batches of 8, 12 optimizer steps --------------------------------
+FIT = ["${interpreter}", "-m", "lit_lora", "fit", "--config", "configs/sst2_lora.yaml"]
+
+
+def tiny_fit_args(model: Path, data: Path) -> list[str]:
+    return [f"--model.model_name_or_path={model}", f"--data.data_dir={data}", "--data.batch_size=8",
+            "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+@pytest.fixture
+def fit_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # the spec's relative config path; the fits import this checkout
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def fit_spec(tmp_path: Path, parameters: dict[str, Any], *configs: Path) -> Path:
+    command = [*FIT, *(t for c in configs for t in ("--config", str(c))), "${args}"]
+    path = tmp_path / "fit_spec.yaml"
+    path.write_text(yaml.safe_dump({"method": "grid", "command": command, "parameters": parameters}))
+    return path
+
+
+def test_a_fit_that_fails_is_retried_on_the_next_invocation_up_to_the_limit(
+    tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, fit_env: None, capsys: pytest.CaptureFixture
+) -> None:
+    # lr 1e30: the NaN guard stops the fit at optimizer step 3 (after warmup); results.json says failed.
+    spec = fit_spec(tmp_path, {"model.learning_rate": {"values": [1e30]}})
+    out, args = tmp_path / "out", tiny_fit_args(tiny_bert, tiny_sst2)
+    sweep = load_sweep(spec)
+    assert run_sweep(sweep, out, extra=args, validate=False, max_attempts=2) == 1
+    run = out / "learning_rate=1e+30"
+    record = json.loads((run / "lightning_logs" / "version_0" / "results.json").read_text())
+    assert (record["stage"], record["status"]) == ("fit", "failed")
+    assert record["failure"].startswith("training loss is nan at optimizer step 3 ")
+
+    assert run_sweep(sweep, out, extra=args, validate=False, max_attempts=2) == 1  # retried, not "completed"
+    marker = json.loads((run / MARKER).read_text())
+    assert [(a["attempt"], a["status"], a["returncode"]) for a in marker["attempts"]] == [
+        (1, "failed", 2), (2, "failed", 2)
+    ]  # fmt: skip
+    assert marker["status"] == "failed" and marker["attempts"][1]["resumed_from"] is None  # no checkpoint
+    assert (
+        json.loads((run / "lightning_logs" / "version_1" / "results.json").read_text())["status"] == "failed"
+    )
+    capsys.readouterr()
+
+    assert run_sweep(sweep, out, extra=args, validate=False, max_attempts=2) == 1  # the limit: not run again
+    assert not (run / "lightning_logs" / "version_2").exists()
+    assert "given up after 2 failed attempts (--max-attempts 2" in capsys.readouterr().out
+    lit_lora_main(["sweep", str(spec), "--out", str(out), "--status", "--max-attempts", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(
+        "learning_rate=1e+30: failed (2 of 3 attempts failed (exit 2: lit_lora: error: training loss is nan"
+    )
+    assert lines[1] == f"lit_lora sweep: 1 runs in {out}: 1 failed"
+
+
+def test_a_sweep_killed_mid_run_resumes_it_from_its_last_checkpoint(
+    tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, fit_env: None, capsys: pytest.CaptureFixture
+) -> None:
+    # Checkpoints every 2 optimizer steps; after step 3 the first run kills the sweep and itself (once).
+    flag = tmp_path / "kill"
+    flag.touch()
+    config = tmp_path / "checkpoints.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+         "init_args": {"every_n_train_steps": 2, "save_last": True}},
+        {"class_path": "tests.sweep_probe.KillSweepOnce", "init_args": {"step": 3, "flag": str(flag)}},
+    ]}}))  # fmt: skip
+    # Two runs that train alike (logging differs): the first is killed and resumed, the second is not.
+    spec = fit_spec(tmp_path, {"trainer.log_every_n_steps": {"values": [1, 2]}}, config)
+    out, args = tmp_path / "out", tiny_fit_args(tiny_bert, tiny_sst2)
+    command = [sys.executable, "-m", "lit_lora", "sweep", str(spec), "--out", str(out), "--no-validate"]
+    killed = subprocess.run([*command, "--", *args], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9 and not flag.exists(), killed.stdout[-2000:] + killed.stderr[-2000:]
+    run = out / "log_every_n_steps=1"
+    last = run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert last.is_file() and not (out / "log_every_n_steps=2").exists()
+    for _ in range(300):  # the killed fit, which shares the claim, may take a moment to exit
+        if not is_claimed(run / LOCK):
+            break
+        time.sleep(0.1)
+    lit_lora_main(["sweep", str(spec), "--out", str(out), "--status"])
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "log_every_n_steps=1: interrupted (1 attempt, cut off with its sweep; retried next time; "
+        "resumes from lightning_logs/version_0/checkpoints/last.ckpt)"
+    )
+
+    assert run_sweep(load_sweep(spec), out, extra=args, validate=False) == 0
+    marker = json.loads((run / MARKER).read_text())
+    assert [(a["status"], a["resumed_from"]) for a in marker["attempts"]] == [
+        ("interrupted", None), ("completed", str(last))
+    ]  # fmt: skip
+    assert f"Restoring states from the checkpoint path at {last}" in (run / "run.log").read_text()
+    record = json.loads((run / "lightning_logs" / "version_1" / "results.json").read_text())
+    assert (record["status"], record["global_steps"], record["train_samples"]) == ("completed", 12, 96)
+    resumed = load_file(run / "lightning_logs" / "version_1" / "adapter" / "adapter_model.safetensors")
+    straight = load_file(
+        out / "log_every_n_steps=2" / "lightning_logs" / "version_0" / "adapter" / "adapter_model.safetensors"
+    )
+    assert resumed.keys() == straight.keys() and len(resumed) > 0
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)

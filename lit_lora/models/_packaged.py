@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lit_lora._io import atomic_directory, atomic_write_json
+from lit_lora._io import CONVERTED_MODEL, atomic_directory, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def convert_gguf(gguf_path: Path, target: Path, description: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic_directory(target) as scratch:
+    with atomic_directory(target, CONVERTED_MODEL, [gguf_path]) as scratch:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         source = {

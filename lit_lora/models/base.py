@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from peft import PeftModel, TaskType, prepare_model_for_kbit_training
 from torch import nn
 
-from lit_lora._io import atomic_directory
+from lit_lora._io import ADAPTER_EXPORT, atomic_directory
 from lit_lora.adapters import Quantization
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.errors import LitLoraError
@@ -349,7 +349,7 @@ class PeftModule(L.LightningModule):
         """
         with gathered_adapter(self.peft_model):
             if self._trainer is None or self.trainer.is_global_zero:
-                with atomic_directory(directory) as tmp:
+                with atomic_directory(directory, ADAPTER_EXPORT) as tmp:
                     self.method_hooks.save(tmp)
         return Path(directory)
 
