@@ -121,7 +121,7 @@ def test_adalora_under_ddp_allocates_the_same_ranks_on_every_rank(tiny_bert, tin
 
 
 def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_bert, tiny_sst2, tmp_path):
-    # 36 rows in length-grouped batches of 8: 5 batches a epoch, so rank 0 trains 8, 8 and 4 rows and
+    # 36 rows in length-grouped batches of 8: 5 batches an epoch, so rank 0 trains 8, 8 and 4 rows and
     # rank 1 8, 8 and a repeat of batch 0 that evens out the ranks. Their batches differ in shape, so
     # LoRA dropout leaves their RNGs in different states. 3 steps an epoch, a checkpoint every 2; killed
     # after step 5, the run leaves step 4's (mid epoch 1), where the ranks' counts differ (28 and 32 rows).
