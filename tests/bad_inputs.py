@@ -58,18 +58,27 @@ def truncated_adapter(tmp: Path, model: Path) -> Path:
     return tmp / "truncated"
 
 
-def other_rank_checkpoint(tmp: Path, model: Path, data: Path) -> Path:
+def other_rank_checkpoint(tmp: Path, model: Path, data: Path, r: int = 2) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from lit_lora import LoraSpec
     from tests.helpers import classifier, sst2, trainer
 
     checkpoint = ModelCheckpoint(dirpath=tmp / "other", save_last=True)
-    module = classifier(model, adapter=LoraSpec(r=2, target_modules=["query", "value"]), num_labels=2)
+    module = classifier(model, adapter=LoraSpec(r=r, target_modules=["query", "value"]), num_labels=2)
     trainer(tmp / "other", max_steps=1, callbacks=[checkpoint], enable_checkpointing=True).fit(
         module, sst2(model, data)
     )
     return tmp / "other" / "last.ckpt"
+
+
+def two_process_checkpoint(tmp: Path, model: Path, data: Path) -> Path:
+    """A checkpoint of the config's adapter (r 8) holding per-rank state for two ranks, as DDP saves it."""
+    path = other_rank_checkpoint(tmp, model, data, r=8)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["rank_states"] *= 2
+    torch.save(checkpoint, path)
+    return path
 
 
 @contextlib.contextmanager
@@ -116,6 +125,8 @@ def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
              lambda t: ["--model.adapter_path", str(foreign_adapter(t))]),
         Case("checkpoint of another adapter", "checkpoint does not fit this model/adapter", lambda t: [
             "--ckpt_path", str(other_rank_checkpoint(t, model, data))]),
+        Case("checkpoint of another number of ranks", "holds RNG and data-loader state for 2 rank(s)",
+             lambda t: ["--ckpt_path", str(two_process_checkpoint(t, model, data))]),
         Case("4-bit where bitsandbytes has no kernel",
              "model.quantization.mode=nf4 is not supported on device",
              lambda t: ["--model.quantization.mode", "nf4"], patch=no_4bit_kernel),

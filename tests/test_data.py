@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_lora import LitLoraError
 from lit_lora.data import AGNewsDataModule
@@ -212,6 +213,19 @@ def test_evaluation_batches_score_every_row_once_on_any_number_of_ranks():
         loader = DataLoader(range(45), batch_sampler=shards[-1])
         flags = [is_padding_batch(loader, i) for i in range(len(shards[-1]))]
         assert flags == [i >= shards[-1].real_batches for i in range(len(shards[-1]))]
+
+
+def test_training_batches_that_only_even_out_the_ranks_are_flagged_on_any_number_of_ranks():
+    lengths = [(i * 37) % 101 for i in range(1003)]  # 100 full batches of 10 and one of 3
+    for world in (1, 2, 3, 7):
+        real_rows = []
+        for rank in range(world):
+            sampler = LengthGroupedSampler(lengths, 10, seed=3, num_replicas=world, rank=rank)
+            loader = StatefulDataLoader(range(1003), batch_size=10, sampler=sampler)
+            batches = [batch.tolist() for batch in loader]
+            assert batches == sampler._batches()  # the loader's batches are the sampler's
+            real_rows += [i for n, b in enumerate(batches) if not is_padding_batch(loader, n) for i in b]
+        assert sorted(real_rows) == list(range(1003))  # each row once; the repeats are all flagged
 
 
 def test_tokenisation_cache_is_shared_by_runs_that_differ_only_in_seed_or_batching(tiny_bert, tmp_path):

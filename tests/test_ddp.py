@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_two_ranks(*args: str, dump: Path) -> subprocess.CompletedProcess:
+def run_two_ranks(*args: str, dump: Path, kill_at: int | None = None) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -40,6 +41,7 @@ def run_two_ranks(*args: str, dump: Path) -> subprocess.CompletedProcess:
         "MASTER_PORT": str(free_port()),
         "OMP_NUM_THREADS": "1",  # one core per rank on a 2-core machine
         "LIT_LORA_RANK_DUMP": str(dump),
+        **({"LIT_LORA_KILL_AT_STEP": str(kill_at)} if kill_at is not None else {}),
     }
     command = [sys.executable, "-m", "lit_lora", *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -116,3 +118,48 @@ def test_adalora_under_ddp_allocates_the_same_ranks_on_every_rank(tiny_bert, tin
     budget = sum(sum(mask) for mask in patterns[0].values())
     assert budget == spec.target_r * len(patterns[0])  # 8 x adapted modules, reached on both ranks
     assert {len(mask) for mask in patterns[0].values()} == {spec.init_r}
+
+
+def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_bert, tiny_sst2, tmp_path):
+    # 36 rows in length-grouped batches of 8: 5 batches an epoch, so rank 0 trains 8, 8 and 4 rows and
+    # rank 1 8, 8 and a repeat of batch 0 that evens out the ranks. Their batches differ in shape, so
+    # LoRA dropout leaves their RNGs in different states. 3 steps an epoch, a checkpoint every 2; killed
+    # after step 5, the run leaves step 4's (mid epoch 1), where the ranks' counts differ (28 and 32 rows).
+    common = [
+        "fit", "--config", "configs/sst2_lora.yaml", *DDP, *PROBE,
+        "--model.model_name_or_path", str(tiny_bert), "--data.data_dir", str(tiny_sst2),
+        "--data.max_train_samples", "36", "--data.batch_size", "8", "--data.max_length", "32",
+        "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.every_n_train_steps", "2", "--trainer.callbacks.save_last", "true",
+    ]  # fmt: skip
+
+    def fit(name: str, *extra: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
+        return run_two_ranks(
+            *common, "--trainer.callbacks.dirpath", str(tmp_path / name / "checkpoints"),
+            "--trainer.default_root_dir", str(tmp_path / name), *extra, dump=tmp_path / name / "ranks",
+            kill_at=kill_at,
+        )  # fmt: skip
+
+    killed = fit("a", "--trainer.callbacks+=tests.dist_probe.KillAtStep", kill_at=5)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    resumed = fit("a", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight = fit("b")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    expected, got = rank_dumps(tmp_path / "b" / "ranks"), rank_dumps(tmp_path / "a" / "ranks")
+    assert_ranks_hold_the_same_weights(got)
+    for name, tensor in expected[0]["trained"].items():
+        torch.testing.assert_close(got[0]["trained"][name], tensor, rtol=0, atol=1e-6, msg=name)
+    records = [
+        json.loads(next((tmp_path / run / "lightning_logs").glob("version_*/results.json")).read_text())
+        for run in ("a", "b")
+    ]
+    for record in records:  # 2 epochs of 36 rows, and of 8 repeated ones
+        assert (record["global_steps"], record["train_samples"], record["train_padding_samples"]) == (
+            6,
+            72,
+            16,
+        )

@@ -11,6 +11,9 @@ import sys
 import pytest
 import torch
 
+from lit_lora import LitLoraError
+from lit_lora.callbacks.results import ResultsRecorder
+from lit_lora.models._checkpoint import take_own_rank_state
 from tests.conftest import REPO
 from tests.resume_probe import fit_case
 
@@ -50,3 +53,47 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     if method == "adalora":
         config = straight.peft_model.peft_config["default"]
         assert resumed.peft_model.peft_config["default"].rank_pattern == config.rank_pattern
+
+
+def checkpoint_of_ranks(*ranks: str) -> dict:
+    """A checkpoint as rank zero writes it: its own loader position where Lightning reads it."""
+    states = [{"rng_states": {"torch": f"rng{r}"}, "train_loader": [{"at": r}]} for r in ranks]
+    return {"rank_states": states, "loops": {"fit_loop": {"state_dict": {"combined_loader": [{"at": "0"}]}}}}
+
+
+def on_rank(monkeypatch, world: int, rank: int) -> None:
+    monkeypatch.setattr("lit_lora._ranks.world", lambda: (world, rank))
+
+
+def test_each_rank_resumes_its_own_rng_loader_position_and_sample_counts(monkeypatch):
+    on_rank(monkeypatch, 2, 1)
+    checkpoint = checkpoint_of_ranks("0", "1")
+    assert take_own_rank_state(checkpoint) == {"torch": "rng1"}
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"at": "1"}]
+    recorder = ResultsRecorder()
+    recorder.load_state_dict({"train_seconds": 1.0, "samples": [(28, 0), (24, 8)]})
+    recorder.on_train_start(None, None)
+    assert (recorder._samples, recorder._padding_samples) == (24, 8)
+
+
+def test_resuming_with_another_number_of_ranks_is_refused(monkeypatch):
+    on_rank(monkeypatch, 1, 0)
+    with pytest.raises(LitLoraError, match=r"state for 2 rank\(s\).*this run has 1: resume with the same"):
+        take_own_rank_state(checkpoint_of_ranks("0", "1"))
+    recorder = ResultsRecorder()
+    recorder.load_state_dict({"train_seconds": 1.0, "samples": [(28, 0), (24, 8)]})
+    with pytest.raises(LitLoraError, match=r"training-sample counts for 2 rank\(s\)"):
+        recorder.on_train_start(None, None)
+
+
+def test_a_checkpoint_from_before_per_rank_state_resumes_in_one_process_only(monkeypatch):
+    legacy = {"rng_states": {"torch": "rng0"}, "loops": {"fit_loop": {"state_dict": {"combined_loader": []}}}}
+    on_rank(monkeypatch, 1, 0)
+    assert take_own_rank_state(dict(legacy)) == {"torch": "rng0"}
+    recorder = ResultsRecorder()
+    recorder.load_state_dict({"train_seconds": 1.0, "samples": 40})
+    recorder.on_train_start(None, None)
+    assert (recorder._samples, recorder._padding_samples) == (40, 0)
+    on_rank(monkeypatch, 2, 0)  # rank zero's RNG and count only: not every rank's
+    with pytest.raises(LitLoraError, match=r"for 1 rank\(s\) \(one if saved before"):
+        take_own_rank_state(dict(legacy))

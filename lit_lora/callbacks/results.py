@@ -13,6 +13,7 @@ import lightning as L
 import torch
 
 from lit_lora._io import atomic_write_json
+from lit_lora._ranks import gather_per_rank, own_entry
 from lit_lora.callbacks.meter import MachineLoad, memory_details, peak_memory, reset_peak_memory
 from lit_lora.data.sampler import is_padding_batch
 
@@ -57,7 +58,9 @@ class ResultsRecorder(L.Callback):
         self._epoch_start = 0.0
         self._eval_start = 0.0
         self._eval_seconds = 0.0
-        self._samples = 0
+        self._samples = 0  # training rows of this rank
+        self._padding_samples = 0  # and the repeated ones that even out the ranks' batch counts
+        self._counts_to_restore: list[tuple[int, int]] | None = None  # every rank's, from a checkpoint
         self._eval_samples = 0
         self._started = False
         self._in_train_epoch = False
@@ -73,6 +76,10 @@ class ResultsRecorder(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
         self._load.start()
+        if self._counts_to_restore is not None:
+            own = own_entry(self._counts_to_restore, "training-sample counts")
+            self._samples, self._padding_samples = own
+            self._counts_to_restore = None
         # A run resumed at the last batch of an epoch goes straight to that epoch's end, with no
         # epoch start: its clock starts here.
         self._start_train_epoch()
@@ -99,7 +106,10 @@ class ResultsRecorder(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._samples += _batch_size(batch)
+        if is_padding_batch(trainer.train_dataloader, batch_idx):
+            self._padding_samples += _batch_size(batch)
+        else:
+            self._samples += _batch_size(batch)
         self._load.sample()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -107,13 +117,17 @@ class ResultsRecorder(L.Callback):
         self._in_train_epoch = False
 
     # A checkpoint carries the training time and samples so far: a resumed run's record covers both
-    # processes, not just the last one.
+    # processes, not just the last one. Ranks count different rows: each rank's counts are kept (a
+    # collective: Lightning asks every rank for its callbacks' state) and each takes its own back.
     def state_dict(self) -> dict[str, Any]:
-        return {"train_seconds": self._train_seconds_so_far(), "samples": self._samples}
+        counts = gather_per_rank((self._samples, self._padding_samples))
+        return {"train_seconds": self._train_seconds_so_far(), "samples": counts}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._train_seconds = float(state_dict["train_seconds"])
-        self._samples = int(state_dict["samples"])
+        samples = state_dict["samples"]  # one int, rank zero's, in checkpoints from before per-rank counts
+        counts = samples if isinstance(samples, list) else [(samples, 0)]
+        self._counts_to_restore = [(int(real), int(padding)) for real, padding in counts]  # applied in fit
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True
@@ -175,10 +189,12 @@ class ResultsRecorder(L.Callback):
     ) -> None:
         if failure is None:
             # Each rank counted its own rows (ranks may hold different numbers); every rank joins the sum.
-            samples, eval_samples = (_sum_over_ranks(trainer, n) for n in (self._samples, self._eval_samples))
+            counts = (self._samples, self._padding_samples, self._eval_samples)
+            samples, padding_samples, eval_samples = (_sum_over_ranks(trainer, n) for n in counts)
             directory = run_dir(trainer)  # a broadcast under DDP: every rank asks
         else:
-            samples, eval_samples = self._samples, self._eval_samples  # this rank's: no collective now
+            # This rank's: no collective now.
+            samples, padding_samples, eval_samples = self._samples, self._padding_samples, self._eval_samples
             directory = Path(trainer.logger.log_dir) if trainer.logger and trainer.logger.log_dir else None
         if not trainer.is_global_zero or directory is None:
             return
@@ -208,7 +224,8 @@ class ResultsRecorder(L.Callback):
         if stage == "fit":
             record.update(
                 train_time_s=round(self._train_seconds, 2),
-                train_samples=samples,
+                train_samples=samples,  # rows of the training set, each time it was trained on
+                train_padding_samples=padding_samples,  # rows repeated to give every rank as many batches
                 samples_per_s=round(samples / self._train_seconds, 2) if self._train_seconds else None,
                 global_steps=trainer.global_step,
                 epochs=trainer.current_epoch,

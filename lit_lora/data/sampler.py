@@ -97,6 +97,16 @@ class LengthGroupedSampler(_RankSampler):
         padded = batches + [batches[i % len(batches)] for i in range(missing)] if batches else []
         return shard_batches(padded, self.num_replicas, rank)
 
+    @property
+    def real_batches(self) -> int:
+        """How many of this rank's batches are not repeats; the rest only even out the ranks.
+
+        Every epoch cuts the rows into the same number of batches (only the last mega-batch can leave a
+        short one), and the repeats come after all of them in the order the ranks take their turns.
+        """
+        batches = -(-len(self.lengths) // self.batch_size)
+        return len(range(self.rank, batches, self.num_replicas))
+
     def _batches(self) -> list[list[int]]:
         if self._cache is None or self._cache[0] != self.epoch:
             self._cache = (self.epoch, self.batches_of_rank(self.epoch, self.rank))
@@ -144,4 +154,6 @@ def is_padding_batch(loader: Any, batch_idx: int) -> bool:
     batches = getattr(loader, "batch_sampler", None)
     batches = getattr(batches, "_batch_sampler", batches)  # Lightning's index-tracking wrapper (predict)
     real = getattr(batches, "real_batches", None)
+    if real is None:  # training: the loader's batches are the sampler's, cut by batch_size
+        real = getattr(getattr(batches, "sampler", None), "real_batches", None)
     return real is not None and batch_idx >= real

@@ -1,4 +1,5 @@
-"""What lit_lora puts in and checks on a checkpoint: adapter-only weights, RNG states, matching keys."""
+"""What lit_lora puts in and checks on a checkpoint: adapter-only weights, per-rank RNG and loader state,
+matching keys."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from typing import Any
 
 import torch
 
+from lit_lora._ranks import gather_per_rank, own_entry
 from lit_lora.errors import LitLoraError
+
+RANK_STATES = "rank_states"
 
 
 def rng_states() -> dict[str, Any]:
@@ -21,6 +25,35 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _loader_states(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Where Lightning keeps the training loader's position (this rank's, in the checkpoint it builds)."""
+    return checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+
+
+def save_rank_states(checkpoint: dict[str, Any]) -> None:
+    """Every rank's RNG states and training-loader position, in rank order (see lit_lora._ranks).
+
+    Ranks draw different numbers of dropout values (their batches differ in shape), so their RNGs part.
+    """
+    own = {"rng_states": rng_states(), "train_loader": _loader_states(checkpoint).get("combined_loader")}
+    checkpoint[RANK_STATES] = gather_per_rank(own)
+
+
+def take_own_rank_state(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """This rank's RNG states, to restore when training starts; its loader position replaces rank
+    zero's where Lightning reads it. Refuses a checkpoint saved by another number of ranks."""
+    if RANK_STATES in checkpoint:
+        per_rank = checkpoint[RANK_STATES]
+    elif "rng_states" in checkpoint:  # saved before per-rank state: rank zero's RNG only
+        per_rank = [{"rng_states": checkpoint["rng_states"], "train_loader": None}]
+    else:
+        return None
+    own = own_entry(per_rank, "RNG and data-loader state")
+    if own["train_loader"] is not None:
+        _loader_states(checkpoint)["combined_loader"] = own["train_loader"]
+    return own["rng_states"]
 
 
 def check_checkpoint_keys(saved: dict[str, Any], own: dict[str, Any], trained: set[str]) -> None:

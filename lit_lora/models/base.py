@@ -29,7 +29,12 @@ from lit_lora.models._build import (
     load_config,
     wrap_with_adapter,
 )
-from lit_lora.models._checkpoint import check_checkpoint_keys, restore_rng_states, rng_states
+from lit_lora.models._checkpoint import (
+    check_checkpoint_keys,
+    restore_rng_states,
+    save_rank_states,
+    take_own_rank_state,
+)
 from lit_lora.models._footprint import weight_footprint_bytes
 from lit_lora.models._optim import configure as configure_optimization
 from lit_lora.models._packaged import describe_model
@@ -327,7 +332,7 @@ class PeftModule(L.LightningModule):
         keep = self._adapter_keys()
         if "state_dict" in checkpoint:  # DeepSpeed saves module states itself
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["rng_states"] = rng_states()
+        save_rank_states(checkpoint)  # a collective: Lightning calls this hook on every rank
         state = self.method_hooks.state_dict()
         if state is not None:  # under the method's name, as AdaLoRA's has always been saved
             checkpoint[self.adapter.method] = state
@@ -338,8 +343,10 @@ class PeftModule(L.LightningModule):
             check_checkpoint_keys(checkpoint["state_dict"], self.state_dict(), self._adapter_keys())
         if self.adapter_path is None and self.adapter.method in checkpoint:
             self.method_hooks.load_state_dict(checkpoint[self.adapter.method])
-        # Applied when training starts: creating the resumed loader's iterator draws from the RNG.
-        self._rng_states_to_restore = checkpoint.get("rng_states")
+        # Only fit resumes a run's state; validate and test take the weights from any checkpoint.
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            # Applied when training starts: creating the resumed loader's iterator draws from the RNG.
+            self._rng_states_to_restore = take_own_rank_state(checkpoint)
 
     def save_adapter(self, directory: str | Path) -> Path:
         """Export the adapter (and trained heads) in PEFT format, atomically.
