@@ -13,6 +13,7 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lit_lora._last_checkpoint import find_last_checkpoint
 from lit_lora._parse_errors import condense
 from lit_lora.callbacks import AdapterExport, NonFiniteLossGuard, PredictionsWriter, ResultsRecorder
 from lit_lora.data.base import TextDataModule
@@ -79,6 +80,13 @@ class LitLoraCLI(LightningCLI):
         except (LitLoraError, MisconfigurationException, OSError):
             remove_unstarted_run_dir(self.trainer)
             raise
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if subcommand == "fit" and kwargs.get("ckpt_path") == "last":
+            # None (no checkpoint yet) keeps Lightning's "last": a first run starts fresh with its warning.
+            kwargs["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
+        return kwargs
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # A CSV logger always comes first, so the run directory is <default_root_dir>/lightning_logs/

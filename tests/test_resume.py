@@ -3,6 +3,7 @@ uninterrupted run ends (same batches, same dropout masks, same optimizer and all
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +98,39 @@ def test_a_checkpoint_from_before_per_rank_state_resumes_in_one_process_only(mon
     on_rank(monkeypatch, 2, 0)  # rank zero's RNG and count only: not every rank's
     with pytest.raises(LitLoraError, match=r"for 1 rank\(s\) \(one if saved before"):
         take_own_rank_state(dict(legacy))
+
+
+def test_ckpt_path_last_resumes_the_newest_last_checkpoint_of_an_earlier_version(
+    tiny_bert, tiny_sst2, tmp_path
+):
+    # Each CLI run claims a new version_N; Lightning looked for "last" only in that new, empty folder's
+    # checkpoints/ and trained from scratch. Killed after step 4 (checkpoints every 3 steps), resumed
+    # with --ckpt_path last, the run must end where 12 straight steps end.
+    from safetensors.torch import load_file
+
+    def fit(root: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        command = [
+            sys.executable, "-m", "lit_lora", "fit", "--config", "configs/sst2_lora.yaml",
+            "--model.model_name_or_path", str(tiny_bert), "--data.data_dir", str(tiny_sst2),
+            "--data.batch_size", "16", "--trainer.limit_val_batches", "0", "--trainer.max_epochs", "2",
+            "--trainer.default_root_dir", str(tmp_path / root),
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.save_last", "true", "--trainer.callbacks.every_n_train_steps", "3", *extra,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == (-signal.SIGKILL if "LIT_LORA_KILL_AT_STEP" in env else 0), done.stderr
+        if "--ckpt_path" in extra:
+            assert "Restoring states from the checkpoint path" in done.stderr + done.stdout
+
+    fit("a", "--trainer.callbacks+=tests.dist_probe.KillAtStep", env={"LIT_LORA_KILL_AT_STEP": "4"})
+    fit("a", "--ckpt_path", "last")
+    fit("b")
+    adapter = "lightning_logs/{}/adapter/adapter_model.safetensors"
+    resumed = load_file(tmp_path / "a" / adapter.format("version_1"))
+    straight = load_file(tmp_path / "b" / adapter.format("version_0"))
+    assert resumed.keys() == straight.keys()
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    record = json.loads((tmp_path / "a/lightning_logs/version_1/results.json").read_text())
+    assert record["train_samples"] == 2 * 96  # the checkpoint carries the killed run's first 3 steps
