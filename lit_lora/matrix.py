@@ -38,6 +38,7 @@ from typing import Any
 from lit_lora._io import atomic_write_json, read_json_object
 from lit_lora._matrix_spec import Model, Spec, Task, cell_command, load_spec
 from lit_lora._matrix_tables import FAILED, NOT_RUN, Cell, Cells, write_all
+from lit_lora._ranges import PositiveInt, check_config
 from lit_lora.errors import LitLoraError
 
 LOG = "cell.log"
@@ -91,7 +92,7 @@ def run_cell(spec: Spec, model: Model, task: Task, out: Path) -> tuple[Cell, boo
 
 
 def run_matrix(
-    spec: Spec, out: Path, jobs: int = 1, tasks: Sequence[str] = (), models: Sequence[str] = ()
+    spec: Spec, out: Path, jobs: PositiveInt = 1, tasks: Sequence[str] = (), models: Sequence[str] = ()
 ) -> Cells:
     """Every cell, or only those of ``tasks`` x ``models`` where given; the others are read if finished."""
     pairs = [(m, t) for m in spec.models for t in spec.tasks]
@@ -122,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=[], metavar="TASK", help="run only these columns")
     parser.add_argument("--models", nargs="+", default=[], metavar="MODEL", help="run only these rows")
     args = parser.parse_args(argv)
+    check_config(run_matrix, vars(args), "--")  # --jobs: its declared range
     spec = load_spec(args.spec)
     for flag, names, known in (("--tasks", args.tasks, spec.tasks), ("--models", args.models, spec.models)):
         unknown = sorted(set(names) - {item.name for item in known})

@@ -27,6 +27,7 @@ from typing import Any
 
 from lit_lora._io import atomic_write_json, read_json_object
 from lit_lora._locks import is_claimed, locked, release, try_claim
+from lit_lora._ranges import OptionalPositiveInt, Seed, check_config
 from lit_lora.errors import LitLoraError
 from lit_lora.sweep_spec import Sweep, build_command, expand, load_sweep, run_name, sample
 
@@ -83,12 +84,14 @@ def validate_keys(sweep: Sweep, extra: Sequence[str] = ()) -> None:
     base = fit_args(sweep)
     if base is None:
         raise LitLoraError(f"sweep file {sweep.path}: 'command' does not run '-m lit_lora fit'")
+    from lit_lora.cli import check_ranges
+
     parser = fit_parser()
     configs = sweep.parameters.get("config", {}).get("values", [None])
 
     def check(args: list[str], what: str) -> None:
         try:
-            parser.parse_args(args)
+            check_ranges(parser.parse_args(args))
         except (ArgumentError, SystemExit, ValueError, TypeError) as err:
             msg = f"sweep file {sweep.path}: {what} rejected by 'lit_lora fit': {_reason(err)}"
             raise LitLoraError(msg) from None
@@ -119,8 +122,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 def run_sweep(
     sweep: Sweep,
     out: Path,
-    count: int | None = None,
-    seed: int = 0,
+    count: OptionalPositiveInt = None,
+    seed: Seed = 0,
     extra: Sequence[str] = (),
     dry_run: bool = False,
     validate: bool = True,
@@ -245,8 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random search (default 0)")
     parser.add_argument("--no-validate", action="store_true", help="skip checking keys with the CLI")
     args = parser.parse_args(own)
-    if args.count is not None and args.count < 1:
-        raise LitLoraError(f"--count={args.count}: must be at least 1")
+    check_config(run_sweep, vars(args), "--")  # --count, --seed: their declared ranges
     sweep = load_sweep(args.spec)
     out = args.out or Path("runs") / "sweeps" / args.spec.stem
     failed = run_sweep(sweep, out, args.count, args.seed, extra, args.dry_run, not args.no_validate)
