@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from lit_lora.errors import LitLoraError
 
 # PEFT's add_weighted_adapter combination types that lit_lora exposes, plus lit_lora's own baseline.
-PEFT_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
-METHODS = (*PEFT_METHODS, "average_ab")
+MergeMethod = Literal[
+    "linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune", "average_ab"
+]
+METHODS: tuple[str, ...] = get_args(MergeMethod)
+PEFT_METHODS = METHODS[:-1]
 # PEFT sums A and B separately for these, so every adapter needs the same rank (checked by PEFT too).
 SAME_RANK_METHODS = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune", "average_ab")
 DENSITY_METHODS = ("ties", "dare_linear", "dare_ties", "magnitude_prune")
@@ -50,8 +53,6 @@ def check_adapters(
         raise LitLoraError(f"--density is used by {', '.join(DENSITY_METHODS)} only, not --method {method}")
     if method in DENSITY_METHODS and density is None:
         raise LitLoraError(f"--method {method} needs --density in (0, 1], the fraction of values kept")
-    if density is not None and not 0.0 < density <= 1.0:
-        raise LitLoraError(f"--density {density}: must be in (0, 1]")
     if method == "average_ab" and sum(weights) == 0:
         raise LitLoraError("--weights sum to 0: average_ab divides by their sum")
     first, first_config = adapters[0], configs[0]

@@ -15,6 +15,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_lora._last_checkpoint import find_last_checkpoint
 from lit_lora._parse_errors import condense
+from lit_lora._ranges import Seed, check_value
 from lit_lora.callbacks import AdapterExport, NonFiniteLossGuard, PredictionsWriter, ResultsRecorder
 from lit_lora.data.base import TextDataModule
 from lit_lora.devices import check_device_support, check_single_device
@@ -47,6 +48,13 @@ class LitLoraCLI(LightningCLI):
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer_name")
         parser.link_arguments("model.init_args.trust_remote_code", "data.init_args.trust_remote_code")
         parser.link_arguments("seed_everything", "data.init_args.seed", compute_fn=_data_seed)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Every declared range (lit_lora/_ranges.py) on the parsed values, nested specs included, named
+        # by their full keys, before the seed is set or any class is built.
+        subcommand = self.config.get("subcommand")
+        check_ranges(self.config[subcommand] if subcommand else self.config)
 
     def instantiate_classes(self) -> None:
         try:
@@ -112,6 +120,14 @@ class LitLoraCLI(LightningCLI):
             default = configured in (None, True)
             trainer.loggers = run_loggers(trainer.loggers, trainer.default_root_dir, default)
         return trainer
+
+
+def check_ranges(config: Any) -> None:
+    """Every declared range (lit_lora/_ranges.py) of a parsed fit/validate/test/predict config, nested specs
+    included, named by its full key."""
+    check_value("seed_everything", config.get("seed_everything"), Seed | bool | None)
+    check_value("model", config.get("model"), PeftModule)
+    check_value("data", config.get("data"), TextDataModule)
 
 
 def check_writable(root: str) -> None:

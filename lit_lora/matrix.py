@@ -47,6 +47,7 @@ from typing import Any
 from lit_lora._io import atomic_write_json, check_output_folder, file_sha256, read_json_object
 from lit_lora._matrix_spec import Column, Model, Spec, Task, cell_command, load_spec
 from lit_lora._matrix_tables import FAILED, NOT_RUN, Cell, Cells, write_all
+from lit_lora._ranges import PositiveInt, check_config
 from lit_lora.errors import LitLoraError
 from lit_lora.merge import adapter_weights_sha256
 
@@ -139,7 +140,7 @@ def run_cell(spec: Spec, model: Model, task: Task, out: Path, key: Key) -> tuple
 
 
 def run_matrix(
-    spec: Spec, out: Path, jobs: int = 1, tasks: Sequence[str] = (), models: Sequence[str] = ()
+    spec: Spec, out: Path, jobs: PositiveInt = 1, tasks: Sequence[str] = (), models: Sequence[str] = ()
 ) -> Cells:
     """Every cell, or only those of ``tasks`` x ``models`` where given; the others are read if finished."""
     pairs = [(m, t) for m in spec.models for t in spec.tasks]
@@ -181,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=[], metavar="MODEL", help="run only these rows")
     args = parser.parse_args(argv)
     check_output_folder(args.out, "--out", ("matrix.csv", "matrix.md", "matrix.png", "matrix_cells.json"))
+    check_config(run_matrix, vars(args), "--")  # --jobs: its declared range
     spec = load_spec(args.spec)
     for flag, names, known in (("--tasks", args.tasks, spec.tasks), ("--models", args.models, spec.models)):
         unknown = sorted(set(names) - {item.name for item in known})

@@ -25,11 +25,12 @@ import argparse
 import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from lit_lora import __version__
 from lit_lora._io import MERGED_ADAPTER, atomic_directory, atomic_write_json, file_sha256
-from lit_lora._merge_checks import DENSITY_METHODS, METHODS, check_adapters, read_config
+from lit_lora._merge_checks import DENSITY_METHODS, METHODS, MergeMethod, check_adapters, read_config
+from lit_lora._ranges import FiniteFloat, Range, Seed, check_config
 from lit_lora.errors import LitLoraError
 
 # PEFT task type -> the transformers class whose module names the adapter's keys were saved under.
@@ -45,18 +46,17 @@ AUTO_CLASSES = {
 
 def merge(
     adapters: Sequence[Path],
-    method: str,
-    weights: Sequence[float],
+    method: MergeMethod,
+    weights: Sequence[FiniteFloat],
     out: Path,
-    density: float | None = None,
-    seed: int = 0,
+    density: Annotated[float | None, Range(gt=0, le=1)] = None,
+    seed: Seed = 0,
     base: str | None = None,
 ) -> Path:
     """Merge ``adapters`` into the PEFT adapter folder ``out``, written atomically; returns ``out``."""
+    check_config(merge, locals(), "--")  # the declared ranges, named by their flags
     given = [Path(a) for a in adapters]  # recorded as typed: a relative path stays valid in another checkout
     adapters = [a.resolve() for a in given]
-    if method not in METHODS:
-        raise LitLoraError(f"--method {method}: choose one of {', '.join(METHODS)}")
     configs = [read_config(a) for a in adapters]
     check_adapters(adapters, configs, method, list(weights), density)
     base_name = base or configs[0].get("base_model_name_or_path")
@@ -146,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="lit_lora merge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("adapters", nargs="+", type=Path, help="PEFT adapter folders (adapter_config.json)")
-    parser.add_argument("--method", required=True, choices=METHODS, help="how to combine them (see above)")
+    # No argparse choices: a bad method gets lit_lora's one-line error, not usage plus a message.
+    parser.add_argument(
+        "--method", required=True, help=f"how to combine them: {', '.join(METHODS)} (see above)"
+    )
     parser.add_argument("--weights", required=True, nargs="+", type=float, help="one weight per adapter")
     parser.add_argument(
         "--density", type=float, help=f"fraction of values kept, in (0, 1]; {', '.join(DENSITY_METHODS)} only"

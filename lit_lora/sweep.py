@@ -29,6 +29,7 @@ from typing import Any
 
 from lit_lora._io import atomic_write_json, check_output_folder, read_json_object
 from lit_lora._locks import is_claimed, locked, release, try_claim
+from lit_lora._ranges import OptionalPositiveInt, PositiveInt, Seed, check_config
 from lit_lora._sweep_points import (
     DEFAULT_MAX_ATTEMPTS,
     LOCK,
@@ -93,12 +94,14 @@ def validate_keys(sweep: Sweep, extra: Sequence[str] = ()) -> None:
     base = fit_args(sweep)
     if base is None:
         raise LitLoraError(f"sweep file {sweep.path}: 'command' does not run '-m lit_lora fit'")
+    from lit_lora.cli import check_ranges
+
     parser = fit_parser()
     configs = sweep.parameters.get("config", {}).get("values", [None])
 
     def check(args: list[str], what: str) -> None:
         try:
-            parser.parse_args(args)
+            check_ranges(parser.parse_args(args))
         except (ArgumentError, SystemExit, ValueError, TypeError) as err:
             msg = f"sweep file {sweep.path}: {what} rejected by 'lit_lora fit': {_reason(err)}"
             raise LitLoraError(msg) from None
@@ -122,12 +125,12 @@ def _tail(path: Path, lines: int = 20) -> str:
 def run_sweep(
     sweep: Sweep,
     out: Path,
-    count: int | None = None,
-    seed: int = 0,
+    count: OptionalPositiveInt = None,
+    seed: Seed = 0,
     extra: Sequence[str] = (),
     dry_run: bool = False,
     validate: bool = True,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: PositiveInt = DEFAULT_MAX_ATTEMPTS,
 ) -> int:
     """Run (or with ``dry_run`` print) every run of the sweep; returns the number of failed runs."""
     if any(a.split("=")[0] == "--trainer.default_root_dir" for a in extra):
@@ -306,9 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-validate", action="store_true", help="skip checking keys with the CLI")
     args = parser.parse_args(own)
-    for flag, value in (("--count", args.count), ("--max-attempts", args.max_attempts)):
-        if value is not None and value < 1:
-            raise LitLoraError(f"{flag}={value}: must be at least 1")
+    check_config(run_sweep, vars(args), "--")  # --count, --seed, --max-attempts: their declared ranges
     sweep = load_sweep(args.spec)
     out = args.out or Path("runs") / "sweeps" / args.spec.stem
     if args.status:

@@ -15,10 +15,11 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from lit_lora._ranges import OptionalPositiveInt, check_config
 from lit_lora.errors import LitLoraError
 
 TOP_KEYS = {
@@ -38,11 +39,11 @@ DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 @dataclass(frozen=True)
 class Sweep:
     path: Path
-    method: str
+    method: Literal["grid", "random", "bayes"]
     command: list[str]
     program: str | None
     parameters: dict[str, dict[str, Any]]
-    run_cap: int | None = None
+    run_cap: OptionalPositiveInt = None
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -58,9 +59,8 @@ def load_sweep(path: str | Path) -> Sweep:
         raise LitLoraError(f"sweep file {path}: expected a mapping with 'method' and 'parameters'")
     if unknown := sorted(set(spec) - TOP_KEYS):
         raise LitLoraError(f"sweep file {path}: unknown key(s) {unknown}; allowed: {sorted(TOP_KEYS)}")
-    method = spec.get("method")
-    if method not in ("grid", "random", "bayes"):
-        raise LitLoraError(f"sweep file {path}: method={method!r}; allowed: grid, random, bayes")
+    method, cap = spec.get("method"), spec.get("run_cap")
+    check_config(Sweep, {"method": method, "run_cap": cap}, f"sweep file {path}: ")
     if method == "bayes" and not isinstance(spec.get("metric"), dict):
         raise LitLoraError(f"sweep file {path}: method=bayes needs a 'metric' with 'name' and 'goal'")
     params = spec.get("parameters")
@@ -76,8 +76,7 @@ def load_sweep(path: str | Path) -> Sweep:
     checked = {str(name): _check_param(path, str(name), p) for name, p in params.items()}
     if method == "grid" and (bad := [n for n, p in checked.items() if "values" not in p]):
         raise LitLoraError(f"sweep file {path}: method=grid needs 'values' or 'value' for {bad}")
-    cap = spec.get("run_cap")
-    return Sweep(path, method, command, spec.get("program"), checked, int(cap) if cap else None)
+    return Sweep(path, method, command, spec.get("program"), checked, cap)
 
 
 def _check_param(path: Path, name: str, p: Any) -> dict[str, Any]:

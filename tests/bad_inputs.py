@@ -139,7 +139,7 @@ def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
         Case("AdaLoRA phases longer than the run", "leaves no budgeting phase",
              lambda t: ["--model.adapter.tinit", "5", "--model.adapter.tfinal", "5"],
              config="configs/sst2_adalora.yaml"),
-        Case("value a module refuses", "model.null_window_weight=2.0 must lie in (0, 1]",
+        Case("fraction outside its declared range", "model.null_window_weight=2.0 must be a number in (0, 1]",
              lambda t: ["--model.null_window_weight", "2"], config="configs/squad_v2_lora.yaml"),
         Case("PiSSA on a 4-bit base", "PissaSpec cannot start from a model.quantization.mode=nf4",
              lambda t: ["--model.quantization.mode", "nf4"], config="configs/sst2_pissa.yaml"),
@@ -148,6 +148,12 @@ def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
         Case("output folder not writable", "cannot write there", lambda t: [
             "--trainer.default_root_dir", str(blocked_folder(t))]),
         Case("disk full while writing results", "No space left on device", patch=disk_full),
+        Case("integer outside its declared range", "model.adapter.r=0 must be an integer >= 1",
+             lambda t: ["--model.adapter.r", "0"]),
+        Case("value not among the choices", "data.test_split: got 'dev', expected one of 'train'",
+             lambda t: ["--data.test_split", "dev"]),
+        Case("nested value outside its range", "model.adapter.rank_pattern[query]=0 must be an integer >= 1",
+             lambda t: ["--model.adapter.rank_pattern", "{query: 0}"]),
     ]  # fmt: skip
 
 

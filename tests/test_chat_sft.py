@@ -226,8 +226,8 @@ def test_quotas_are_exact_and_sum_to_the_total():
             {"assistant": "reply"},
             "qa.jsonl: source 'qa' maps assistant='reply' to a missing column; columns are",
         ),
-        ({"weight": 0.0}, "data.sources[0].weight=0.0 (qa): must be positive"),
-        ({"weight": -1.0}, "data.sources[0].weight=-1.0 (qa): must be positive"),
+        ({"weight": 0.0}, "data.sources[0].weight=0.0 must be a number > 0"),
+        ({"weight": -1.0}, "data.sources[0].weight=-1.0 must be a number > 0"),
         ({"messages": "conversations"}, "give either messages or user/assistant columns, not both"),
     ],
 )
@@ -245,8 +245,8 @@ def test_bad_sources_fail_with_one_line(chat_tokenizer, files, change, message):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"mixing": "interleave"}, "data.mixing: got 'interleave', expected one of concat, proportional"),
-        ({"val_fraction": 0.0}, "data.val_fraction=0.0: must lie strictly between 0 and 1"),
+        ({"mixing": "interleave"}, "data.mixing='interleave' must be one of 'concat', 'proportional'"),
+        ({"val_fraction": 0.0}, "data.val_fraction=0.0 must be a number in (0, 1)"),
         ({"num_train_samples": 10}, "data.num_train_samples: applies to mixing: proportional only"),
         ({"chat_template": "no_such_template"}, "data.chat_template=no_such_template: neither a file"),
     ],

@@ -278,7 +278,7 @@ def test_null_windows_weigh_what_null_window_weight_says_in_training_only(tiny_b
 
 @pytest.mark.parametrize("weight", [0.0, -0.5, 1.5])
 def test_null_window_weight_outside_zero_to_one_is_refused_by_name(tiny_bert, weight):
-    with pytest.raises(LitLoraError, match=r"model\.null_window_weight=.* must lie in \(0, 1\]"):
+    with pytest.raises(LitLoraError, match=r"model\.null_window_weight=.* must be a number in \(0, 1\]"):
         qa_model(tiny_bert, null_window_weight=weight)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import datasets
 
+from lit_lora._ranges import OptionalPositiveInt, PositiveFloat
 from lit_lora.data.files import FORMATS, load_split_file
 from lit_lora.errors import LitLoraError
 
@@ -45,9 +46,9 @@ class ChatSource:
     """Column of the user turn; a list of columns is joined with blank lines, empty values skipped."""
     assistant: str | None = None
     """Column of the assistant reply: the only text that is trained on."""
-    max_samples: int | None = None
+    max_samples: OptionalPositiveInt = None
     """Rows taken from this source (a seeded random sample); None uses data.max_samples_per_source."""
-    weight: float = 1.0
+    weight: PositiveFloat = 1.0
     """Share of this source under mixing: proportional (normalised over all sources); concat ignores it."""
 
     def user_columns(self) -> list[str]:
@@ -73,10 +74,6 @@ def check_source(source: ChatSource, index: int) -> None:
         raise LitLoraError(
             f"{key} ({source.name}): map the fields to messages: set messages, or both user and assistant"
         )
-    if not source.weight > 0:
-        raise LitLoraError(f"{key}.weight={source.weight} ({source.name}): must be positive")
-    if source.max_samples is not None and source.max_samples < 1:
-        raise LitLoraError(f"{key}.max_samples={source.max_samples} ({source.name}): must be at least 1")
 
 
 def load_source(source: ChatSource, index: int) -> tuple[datasets.Dataset, str]:

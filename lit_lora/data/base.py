@@ -14,6 +14,14 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from lit_lora._ranges import (
+    NonNegativeInt,
+    OptionalPositiveInt,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    check_init_arguments,
+)
 from lit_lora.data.files import check_data_dir, find_split_file, load_split_file, require_split_file
 from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk
 from lit_lora.errors import LitLoraError
@@ -53,16 +61,16 @@ class TextDataModule(L.LightningDataModule):
         self,
         tokenizer_name: str = "",
         data_dir: str | None = None,
-        max_length: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
+        max_length: PositiveInt = 128,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: OptionalPositiveInt = None,
+        max_train_samples: OptionalPositiveInt = None,
+        max_eval_samples: OptionalPositiveInt = None,
         test_split: Split = "validation",
         group_by_length: bool = True,
-        num_workers: int = 0,
-        seed: int = 42,
-        validation_holdout: float = 0.05,
+        num_workers: NonNegativeInt = 0,
+        seed: Seed = 42,
+        validation_holdout: PositiveFloat = 0.05,
         trust_remote_code: bool = False,
     ) -> None:
         """
@@ -87,6 +95,7 @@ class TextDataModule(L.LightningDataModule):
                 model.trust_remote_code by the CLI.
         """
         super().__init__()
+        check_init_arguments(self, "data.")  # this class's and every subclass's: lit_lora/_ranges.py
         self.tokenizer_name = tokenizer_name
         self.data_dir = data_dir
         self.max_length = max_length
@@ -98,8 +107,6 @@ class TextDataModule(L.LightningDataModule):
         self.group_by_length = group_by_length
         self.num_workers = num_workers
         self.seed = seed
-        if validation_holdout <= 0:
-            raise LitLoraError(f"data.validation_holdout={validation_holdout} must be positive")
         self.validation_holdout = validation_holdout
         self.trust_remote_code = trust_remote_code
         self.validation_source: str | None = None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import datasets
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_lora._ranges import NonNegativeInt, OptionalPositiveInt, PositiveInt, Range, Seed
 from lit_lora.data._chat_render import ChatEncoder, resolve_template
 from lit_lora.data._chat_sources import (
     MESSAGE_FEATURES,
@@ -19,8 +20,6 @@ from lit_lora.data._chat_sources import (
 from lit_lora.data._mixing import capped_order, draw, quotas, source_rng, validation_count
 from lit_lora.data.causal import CausalTextDataModule
 from lit_lora.errors import LitLoraError
-
-MIXING = ("concat", "proportional")
 
 
 class ChatSFTDataModule(CausalTextDataModule):
@@ -39,16 +38,16 @@ class ChatSFTDataModule(CausalTextDataModule):
         sources: list[ChatSource],
         tokenizer_name: str = "",
         mixing: Literal["concat", "proportional"] = "concat",
-        num_train_samples: int | None = None,
-        max_samples_per_source: int | None = None,
-        val_fraction: float = 0.1,
+        num_train_samples: OptionalPositiveInt = None,
+        max_samples_per_source: OptionalPositiveInt = None,
+        val_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.1,
         chat_template: str | None = None,
-        max_length: int = 2048,
-        batch_size: int = 1,
-        eval_batch_size: int | None = None,
+        max_length: Annotated[int, Range(ge=2)] = 2048,
+        batch_size: PositiveInt = 1,
+        eval_batch_size: OptionalPositiveInt = None,
         group_by_length: bool = True,
-        num_workers: int = 0,
-        seed: int = 42,
+        num_workers: NonNegativeInt = 0,
+        seed: Seed = 42,
         predict_file: str | None = None,
         packing: bool = False,
         trust_remote_code: bool = False,
@@ -112,21 +111,8 @@ class ChatSFTDataModule(CausalTextDataModule):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise LitLoraError(f"data.sources: names must be unique (they seed the splits); got {names}")
-        if self.mixing not in MIXING:
-            raise LitLoraError(f"data.mixing: got {self.mixing!r}, expected one of {', '.join(MIXING)}")
-        if self.num_train_samples is not None:
-            if self.mixing != "proportional":
-                raise LitLoraError("data.num_train_samples: applies to mixing: proportional only")
-            if self.num_train_samples < 1:
-                raise LitLoraError(f"data.num_train_samples={self.num_train_samples}: must be at least 1")
-        if self.max_samples_per_source is not None and self.max_samples_per_source < 1:
-            raise LitLoraError(
-                f"data.max_samples_per_source={self.max_samples_per_source}: must be at least 1"
-            )
-        if not 0.0 < self.val_fraction < 1.0:
-            raise LitLoraError(f"data.val_fraction={self.val_fraction}: must lie strictly between 0 and 1")
-        if self.max_length < 2:
-            raise LitLoraError(f"data.max_length={self.max_length}: must be at least 2")
+        if self.num_train_samples is not None and self.mixing != "proportional":
+            raise LitLoraError("data.num_train_samples: applies to mixing: proportional only")
 
     # ---- building the splits ----------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import datasets
 
+from lit_lora._ranges import PositiveInt
 from lit_lora.data.causal import IGNORE, CausalTextDataModule
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import normalise
@@ -28,7 +29,7 @@ class GSM8KDataModule(CausalTextDataModule):
     hub_splits: ClassVar[dict[str, str | None]] = {"train": "train", "validation": None, "test": "test"}
     columns = ("question", "answer")
 
-    def __init__(self, *args: Any, max_length: int = 512, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_length: PositiveInt = 512, **kwargs: Any) -> None:
         """
         Args:
             max_length: Longest prompt + answer in tokens; longer rows lose the end of their answer.

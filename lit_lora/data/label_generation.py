@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import datasets
 import torch
 
+from lit_lora._ranges import PositiveInt
 from lit_lora.data._chat_render import resolve_template
 from lit_lora.data.causal import IGNORE, CausalCollator, CausalTextDataModule
 from lit_lora.data.classification import AGNewsDataModule, ClassificationDataModule, SST2DataModule
@@ -52,7 +53,7 @@ class LabelGenerationDataModule(CausalTextDataModule):
         label_words: list[str] | None = None,
         instruction: str | None = None,
         chat_template: str | None = None,
-        max_length: int = 256,
+        max_length: PositiveInt = 256,
         **kwargs: Any,
     ) -> None:
         """

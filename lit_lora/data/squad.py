@@ -17,6 +17,7 @@ import datasets
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from lit_lora._ranges import PositiveInt
 from lit_lora.data._squad_files import find_squad_file, load_squad_file
 from lit_lora.data.base import Split, TextDataModule
 from lit_lora.errors import LitLoraError
@@ -93,8 +94,8 @@ class SquadV2DataModule(TextDataModule):
     def __init__(
         self,
         *args: Any,
-        max_length: int = 384,
-        doc_stride: int = 128,
+        max_length: PositiveInt = 384,
+        doc_stride: PositiveInt = 128,
         train_file: str | None = None,
         validation_file: str | None = None,
         test_file: str | None = None,
@@ -110,8 +111,8 @@ class SquadV2DataModule(TextDataModule):
             test_file: The test file.
         """
         super().__init__(*args, max_length=max_length, **kwargs)
-        if not 0 < doc_stride < max_length:
-            raise LitLoraError(f"data.doc_stride={doc_stride} must lie in (0, max_length={max_length})")
+        if doc_stride >= max_length:
+            raise LitLoraError(f"data.doc_stride={doc_stride} must be below data.max_length={max_length}")
         self.doc_stride = doc_stride
         self.files: dict[str, str | None] = {
             "train": train_file,

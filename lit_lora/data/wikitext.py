@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import datasets
 
+from lit_lora._ranges import Range
 from lit_lora.data.base import Split
 from lit_lora.data.causal import CausalTextDataModule
 from lit_lora.errors import LitLoraError
@@ -24,7 +25,13 @@ class WikiTextDataModule(CausalTextDataModule):
     hub_path = "wikitext"
     hub_config = "wikitext-2-raw-v1"
 
-    def __init__(self, *args: Any, max_length: int = 512, train_on: Split = "train", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_length: Annotated[int, Range(ge=2)] = 512,
+        train_on: Split = "train",
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             max_length: Block size: tokens per training and evaluation sequence.

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from peft import AdaLoraConfig, PeftConfig, PeftModel, TaskType
 
+from lit_lora._ranges import DropoutRate, NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from lit_lora.errors import LitLoraError
-from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod, check_positive, trainable_device
+from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod, trainable_device
 
 _STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
 _PREFIX = "base_model.model."
@@ -24,25 +25,25 @@ class AdaLoraSpec(PeftMethod):
     The total number of optimizer steps is taken from the trainer; it is never asked of the user.
     """
 
-    init_r: int = 12
+    init_r: PositiveInt = 12
     """Initial rank of every adapted module."""
-    target_r: int = 8
+    target_r: PositiveInt = 8
     """Average rank after reallocation: the final budget is target_r x number of adapted modules."""
-    tinit: int | float = 0.1
+    tinit: Annotated[int | float, Range(ge=0)] = 0.1
     """Warm-up before any rank is pruned: a step count, or a fraction of all steps when below 1."""
-    tfinal: int | float = 0.2
+    tfinal: Annotated[int | float, Range(ge=0)] = 0.2
     """Final phase training the fixed rank pattern: a step count, or a fraction of all steps below 1."""
-    delta_t: int = 1
+    delta_t: PositiveInt = 1
     """Steps between two budget reallocations."""
-    beta1: float = 0.85
+    beta1: Annotated[float, Range(ge=0, lt=1)] = 0.85
     """EMA coefficient of the importance (sensitivity) estimate."""
-    beta2: float = 0.85
+    beta2: Annotated[float, Range(ge=0, lt=1)] = 0.85
     """EMA coefficient of the importance uncertainty."""
-    orth_reg_weight: float = 0.1
+    orth_reg_weight: NonNegativeFloat = 0.1
     """Weight of the orthogonality regulariser on P and Q; PEFT's 0.5 swamps the task loss early on."""
-    alpha: float = 32.0
+    alpha: PositiveFloat = 32.0
     """Scaling numerator of the updates."""
-    dropout: float = 0.05
+    dropout: DropoutRate = 0.05
     """Dropout on the adapter input."""
     target_modules: list[str] | None = None
     """Module name suffixes to adapt; None uses PEFT's default for the architecture."""
@@ -56,8 +57,6 @@ class AdaLoraSpec(PeftMethod):
     def to_peft_config(
         self, task_type: TaskType, modules_to_save: list[str], total_steps: int | None
     ) -> PeftConfig:
-        check_positive("model.adapter.init_r", self.init_r)
-        check_positive("model.adapter.target_r", self.target_r)
         if self.target_r > self.init_r:
             raise LitLoraError(
                 f"model.adapter.target_r={self.target_r} exceeds model.adapter.init_r={self.init_r}: "
@@ -207,7 +206,5 @@ class RankAllocation(AdapterHooks):
 
 
 def _steps(value: int | float, total_steps: int) -> int:
-    """A step count as given, or a fraction (below 1) of ``total_steps``."""
-    if value < 0:
-        raise LitLoraError(f"AdaLoRA phase length {value} must not be negative")
+    """A step count as given, or a fraction (below 1) of ``total_steps`` (never negative: _ranges.py)."""
     return round(value * total_steps) if isinstance(value, float) and value < 1 else int(value)

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from peft import PeftConfig, PeftModel, TaskType
 
-from lit_lora.errors import LitLoraError
-
 if TYPE_CHECKING:
     from lit_lora.adapters import Quantization
 
@@ -122,8 +120,3 @@ class AdapterHooks:
 def trainable_device(model: torch.nn.Module) -> torch.device:
     """Where the trained parameters live: restored optimizer-side state goes there."""
     return next(p.device for p in model.parameters() if p.requires_grad)
-
-
-def check_positive(key: str, value: int) -> None:
-    if value < 1:
-        raise LitLoraError(f"{key}={value} must be a positive integer")

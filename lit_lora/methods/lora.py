@@ -7,24 +7,25 @@ from typing import Any, ClassVar, Literal
 
 from peft import LoraConfig, PeftConfig, TaskType
 
-from lit_lora.methods.base import PeftMethod, check_positive
+from lit_lora._ranges import DropoutRate, PositiveFloat, PositiveInt
+from lit_lora.methods.base import PeftMethod
 
 
 @dataclass
 class LoraSpec(PeftMethod):
     """Fixed-rank LoRA (Hu et al., 2021)."""
 
-    r: int = 8
+    r: PositiveInt = 8
     """Rank of every low-rank update unless ``rank_pattern`` says otherwise."""
-    alpha: float = 16.0
+    alpha: PositiveFloat = 16.0
     """Scaling numerator: updates are scaled by alpha / r (alpha / sqrt(r) with rsLoRA)."""
-    dropout: float = 0.05
+    dropout: DropoutRate = 0.05
     """Dropout on the adapter input."""
     target_modules: list[str] | None = None
     """Module name suffixes to adapt; None uses PEFT's default for the architecture."""
-    rank_pattern: dict[str, int] = field(default_factory=dict)
+    rank_pattern: dict[str, PositiveInt] = field(default_factory=dict)
     """Per-module ranks, a name suffix or regex mapped to a rank: {'attention.self.query': 6}."""
-    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    alpha_pattern: dict[str, PositiveFloat] = field(default_factory=dict)
     """Per-module alphas, keyed like ``rank_pattern``."""
     bias: Literal["none", "all", "lora_only"] = "none"
     """Which biases to train besides the adapter."""
@@ -37,7 +38,6 @@ class LoraSpec(PeftMethod):
     def to_peft_config(
         self, task_type: TaskType, modules_to_save: list[str], total_steps: int | None
     ) -> PeftConfig:
-        check_positive("model.adapter.r", self.r)
         return LoraConfig(
             task_type=task_type,
             r=self.r,

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from peft import PeftConfig, PeftModel
 from peft.optimizers import create_loraplus_optimizer
 
+from lit_lora._ranges import NonNegativeFloat, PositiveFloat
 from lit_lora.methods.lora import LoraSpec
 
 
@@ -15,9 +16,9 @@ from lit_lora.methods.lora import LoraSpec
 class LoraPlusSpec(LoraSpec):
     """LoRA with PEFT's LoRA+ parameter groups; whatever optimizer the module uses receives them."""
 
-    lr_ratio: float = 16.0
+    lr_ratio: PositiveFloat = 16.0
     """Learning rate of B (and of 1-D parameters such as biases) over that of A: PEFT's loraplus_lr_ratio."""
-    lr_embedding: float = 1e-6
+    lr_embedding: NonNegativeFloat = 1e-6
     """Learning rate of adapters on embedding layers."""
 
     method: ClassVar[str] = "loraplus"

@@ -7,22 +7,23 @@ from typing import Any, ClassVar
 
 from peft import PeftConfig, TaskType, VeraConfig
 
-from lit_lora.methods.base import PeftMethod, check_positive
+from lit_lora._ranges import DropoutRate, FiniteFloat, PositiveInt, Seed
+from lit_lora.methods.base import PeftMethod
 
 
 @dataclass
 class VeraSpec(PeftMethod):
     """Vector-based random matrix adaptation: per layer only a rank-sized and an output-sized vector train."""
 
-    r: int = 256
+    r: PositiveInt = 256
     """Rank of the shared random projections; cheap, since only r + out parameters train per layer."""
-    d_initial: float = 0.1
+    d_initial: FiniteFloat = 0.1
     """Initial value of the rank-sized scaling vector (the output-sized one starts at zero)."""
-    dropout: float = 0.0
+    dropout: DropoutRate = 0.0
     """Dropout on the adapter input."""
     target_modules: list[str] | None = None
     """Module name suffixes to adapt; None uses PEFT's default for the architecture."""
-    projection_seed: int = 0
+    projection_seed: Seed = 0
     """Seed of the shared random projections (PEFT's projection_prng_key); saved with the adapter."""
 
     method: ClassVar[str] = "vera"
@@ -31,7 +32,6 @@ class VeraSpec(PeftMethod):
     def to_peft_config(
         self, task_type: TaskType, modules_to_save: list[str], total_steps: int | None
     ) -> PeftConfig:
-        check_positive("model.adapter.r", self.r)
         return VeraConfig(
             task_type=task_type,
             r=self.r,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import lightning as L
 import torch
@@ -17,6 +17,7 @@ from peft import PeftModel, TaskType, prepare_model_for_kbit_training
 from torch import nn
 
 from lit_lora._io import ADAPTER_EXPORT, atomic_directory
+from lit_lora._ranges import NonNegativeFloat, PositiveFloat, Range, check_init_arguments
 from lit_lora.adapters import Quantization
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.errors import LitLoraError
@@ -60,9 +61,9 @@ class PeftModule(L.LightningModule):
         adapter: PeftMethod | None = None,
         quantization: Quantization | None = None,
         adapter_path: str | None = None,
-        learning_rate: float = 5e-4,
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.06,
+        learning_rate: PositiveFloat = 5e-4,
+        weight_decay: NonNegativeFloat = 0.0,
+        warmup_ratio: Annotated[float, Range(ge=0, lt=1)] = 0.06,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         gradient_checkpointing: bool = False,
@@ -87,6 +88,7 @@ class PeftModule(L.LightningModule):
                 that code runs with your permissions.
         """
         super().__init__()
+        check_init_arguments(self, "model.")  # this class's and every subclass's: lit_lora/_ranges.py
         self.model_name_or_path = model_name_or_path
         self.adapter = adapter if adapter is not None else LoraSpec()
         self.quantization = quantization if quantization is not None else Quantization()
@@ -97,8 +99,6 @@ class PeftModule(L.LightningModule):
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.gradient_checkpointing = gradient_checkpointing
         self.trust_remote_code = trust_remote_code
-        if not 0.0 <= warmup_ratio < 1.0:
-            raise LitLoraError(f"model.warmup_ratio={warmup_ratio} must lie in [0, 1)")
         self.model: PeftModel | None = None
         self._hooks: AdapterHooks | None = None  # the method's part in training, once the model is built
         self._zero_grads = ZeroGradients()  # gradients a method reads after the step, under DeepSpeed

@@ -12,8 +12,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
+from lit_lora._ranges import PositiveInt
 from lit_lora.data.sampler import LengthGroupedSampler
-from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import flexible_answer, flexible_match, strict_answer, strict_match
 from lit_lora.metrics.language_model import (
     IGNORE,
@@ -76,7 +76,7 @@ class CausalLM(PeftModule):
     task_type = TaskType.CAUSAL_LM
 
     def __init__(
-        self, *args: Any, max_new_tokens: int = 256, generate_in_eval: bool = True, **kwargs: Any
+        self, *args: Any, max_new_tokens: PositiveInt = 256, generate_in_eval: bool = True, **kwargs: Any
     ) -> None:
         """
         Args:
@@ -86,8 +86,6 @@ class CausalLM(PeftModule):
                 loss and perplexity only.
         """
         super().__init__(*args, **kwargs)
-        if max_new_tokens < 1:
-            raise LitLoraError(f"model.max_new_tokens={max_new_tokens} must be at least 1")
         self.max_new_tokens = max_new_tokens
         self.generate_in_eval = generate_in_eval
         self._tokenizer: PreTrainedTokenizerBase | None = None

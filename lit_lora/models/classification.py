@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import Accuracy, F1Score
 from transformers import AutoModelForSequenceClassification
 
+from lit_lora._ranges import Range
 from lit_lora.errors import LitLoraError
 from lit_lora.models.base import PeftModule
 
@@ -28,7 +29,9 @@ class SequenceClassifier(PeftModule):
     task_type = TaskType.SEQ_CLS
     metric_stages = ("train", "val", "test")  # accuracy and F1 of the training batches too
 
-    def __init__(self, *args: Any, num_labels: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, num_labels: Annotated[int | None, Range(ge=2)] = None, **kwargs: Any
+    ) -> None:
         """
         Args:
             num_labels: Number of classes; None takes it from the datamodule.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from transformers import AutoModelForQuestionAnswering
 
-from lit_lora.errors import LitLoraError
+from lit_lora._ranges import FiniteFloat, PositiveInt, Range
 from lit_lora.metrics.gathered import GatheredObjects
 from lit_lora.metrics.span import SpanAccuracy
 from lit_lora.metrics.squad_v2 import threshold_scores
@@ -51,10 +51,10 @@ class QuestionAnswering(PeftModule):
     def __init__(
         self,
         *args: Any,
-        n_best: int = 20,
-        max_answer_length: int = 30,
-        null_score_diff_threshold: float = 0.0,
-        null_window_weight: float = 1.0,
+        n_best: PositiveInt = 20,
+        max_answer_length: PositiveInt = 30,
+        null_score_diff_threshold: FiniteFloat = 0.0,
+        null_window_weight: Annotated[float, Range(gt=0, le=1)] = 1.0,
         answerability_head: bool = False,
         ensemble_adapter_paths: list[str] | None = None,
         **kwargs: Any,
@@ -79,13 +79,9 @@ class QuestionAnswering(PeftModule):
                 head) before decoding. One forward per member; choose the threshold on the ensemble.
         """
         super().__init__(*args, **kwargs)
-        if n_best < 1 or max_answer_length < 1:
-            raise LitLoraError("model.n_best and model.max_answer_length must be at least 1")
         self.n_best = n_best
         self.max_answer_length = max_answer_length
         self.null_score_diff_threshold = null_score_diff_threshold
-        if not 0.0 < null_window_weight <= 1.0:
-            raise LitLoraError(f"model.null_window_weight={null_window_weight} must lie in (0, 1]")
         self.null_window_weight = null_window_weight
         self.answerability_head = answerability_head
         self.ensemble_adapter_paths = ensemble_adapter_paths or []
