@@ -48,3 +48,42 @@ class DumpLogits(L.Callback):
         pl_module.train()
         if trainer.is_global_zero:
             torch.save({"inputs": inputs, "logits": logits}, Path(trainer.default_root_dir) / "logits.pt")
+
+
+class DumpSteps(L.Callback):
+    """Every rank writes its step counts, last learning rate and the gradient norm of every optimizer
+    step (the norm that clipping compares with its threshold) to ``<root dir>/steps.<global rank>.json``.
+
+    Under DDP the norm is taken from ``.grad`` before Lightning clips; under DeepSpeed it is the one
+    DeepSpeed computed in its step and clipped with.
+    """
+
+    def __init__(self) -> None:
+        self.grad_norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        self.grad_norms.append(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if not isinstance(trainer.strategy, DeepSpeedStrategy):
+            return
+        engine = trainer.strategy.deepspeed_engine
+        if engine.global_steps > len(self.grad_norms):  # DeepSpeed stepped on this batch
+            self.grad_norms.append(float(engine.get_global_grad_norm()))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        engine_steps = None
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
+            engine_steps = trainer.strategy.deepspeed_engine.global_steps
+        record = {
+            "global_step": trainer.global_step,
+            "estimated_stepping_batches": trainer.estimated_stepping_batches,
+            "engine_steps": engine_steps,
+            "last_lr": trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0],
+            "grad_norms": self.grad_norms,
+        }
+        path = Path(trainer.default_root_dir) / f"steps.{trainer.global_rank}.json"
+        path.write_text(json.dumps(record, sort_keys=True))
