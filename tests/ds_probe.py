@@ -11,15 +11,28 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 
 
 class DumpRankPattern(L.Callback):
-    """Every rank writes AdaLoRA's rank pattern to ``<root dir>/rank_pattern.<global rank>.json``.
+    """Every rank writes AdaLoRA's rank pattern to ``<root dir>/rank_pattern.<global rank>.json``, with
+    the allocator's importance after every batch (the sum of its smoothed sensitivity, |weight x grad|):
+    it follows the gradients the allocator scored, which the pattern of a short run may not show.
 
     Under DeepSpeed also how far the optimizer's fp32 master copy of the singular values (lora_E) is
     from the module's masked copy: 0 when the masks reached the copy that the next step starts from.
     """
 
+    def __init__(self) -> None:
+        self.importance: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        smoothed = pl_module.peft_model.base_model.rankallocator.exp_avg_ipt
+        self.importance.append(sum(v.sum().item() for v in smoothed.values()))
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.peft_model
-        record = {"pattern": model.peft_config["default"].rank_pattern, "master_gap": None}
+        record = {
+            "pattern": model.peft_config["default"].rank_pattern,
+            "master_gap": None,
+            "importance": self.importance,
+        }
         if isinstance(trainer.strategy, DeepSpeedStrategy):
             from deepspeed.utils import safe_get_full_fp32_param
 

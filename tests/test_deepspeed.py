@@ -70,11 +70,11 @@ def _lora(model: Path, data: Path, root: Path, *extra: str, command: str = "fit"
 
 
 def _adalora(model: Path, data: Path, root: Path, *extra: str) -> list[str]:
-    # 12 optimizer steps: tinit 1, budgeting to step 10, tfinal 2; no clipping, as DDP's scores see
-    # clipped gradients and DeepSpeed's the unclipped ones.
+    # 12 optimizer steps: tinit 1, budgeting to step 10, tfinal 2. Clipping at 0.1 acts on most steps
+    # (gradient norms 0.009 ... 0.46): the allocator must score the clipped gradients, as under DDP.
     adalora = [
         "--model.adapter.init_r", "6", "--model.adapter.target_r", "3", "--model.adapter.delta_t", "2",
-        "--data.batch_size", "4", "--trainer.max_epochs", "1", "--trainer.gradient_clip_val", "0",
+        "--data.batch_size", "4", "--trainer.max_epochs", "1", "--trainer.gradient_clip_val", "0.1",
         "--trainer.callbacks+=tests.ds_probe.DumpRankPattern",
     ]  # fmt: skip
     return [
@@ -299,6 +299,9 @@ def test_adalora_under_zero2_allocates_as_ddp_on_every_rank(runs, tiny_bert, tin
     # What DDP (averaged .grad, one optimizer copy) gives, step for step.
     ddp = json.loads((runs["ada_ddp"] / "rank_pattern.0.json").read_text())
     assert pattern == ddp["pattern"]
+    # Scored from the gradients the optimizer stepped on, clipped as DDP's are.
+    assert records[0]["importance"] == pytest.approx(ddp["importance"], rel=1e-5)
+    assert sum(v > 0 for v in ddp["importance"]) >= 8  # scored on the steps of the budgeting phase
     assert _train_losses(root) == pytest.approx(_train_losses(runs["ada_ddp"]), abs=1e-6)
     exported = json.loads((_run_dir(root) / "adapter" / "adapter_config.json").read_text())
     assert sum(sum(mask) for mask in exported["rank_pattern"].values()) == 3 * 4
