@@ -3,10 +3,10 @@
 Lightning's ``DeepSpeedStrategy`` refuses a CPU accelerator in three places although DeepSpeed runs
 ZeRO on CPU over gloo; :class:`LitLoraDeepSpeed` lifts them when Lightning's accelerator is the CPU and
 otherwise defers to Lightning. On every device it also: saves adapter-only checkpoints, lets torch's
-AdamW run on offloaded optimizer states, loads the base outside ``zero.Init``, accumulates gradients
-exactly as Lightning does under DDP, and refuses, before any rank starts, the module/ZeRO combinations
-that cannot train. It overrides private Lightning methods,
-hence the ``lightning`` version range pinned in pyproject.toml.
+AdamW run on offloaded optimizer states, accumulates gradients exactly as Lightning does under DDP, and
+refuses, before any rank starts, the module/ZeRO combinations that cannot train; on CUDA it partitions
+the base at load under ZeRO-3. It overrides private Lightning methods, hence the ``lightning`` version
+range pinned in pyproject.toml.
 
     trainer:
       strategy:
@@ -133,9 +133,33 @@ class LitLoraDeepSpeed(DeepSpeedStrategy):
     @contextmanager
     def model_sharded_context(self) -> Iterator[None]:
         # Lightning builds the model inside deepspeed.zero.Init under ZeRO-3, which splits every tensor as
-        # it is created: transformers' from_pretrained then fills slices it cannot see. lit_lora loads the
-        # base whole and ZeRO-3 partitions it in deepspeed.initialize (each rank holds it once, in CPU RAM).
+        # it is created: transformers' from_pretrained then fills slices it cannot see. lit_lora partitions
+        # the base where it loads it instead (partitioned_loading).
         yield
+
+    @contextmanager
+    def partitioned_loading(self) -> Iterator[None]:
+        """Around loading the frozen base and wrapping it with the adapter (``PeftModule.configure_model``).
+
+        ZeRO-3 on CUDA: transformers' own DeepSpeed integration (``HfDeepSpeedConfig``) builds the base
+        inside ``zero.Init`` and loads each weight into its partitions, and PEFT gathers what its
+        initialisation reads, so no GPU ever holds the whole model. On CPU processes, as before, each rank
+        loads the base whole into its RAM and deepspeed.initialize partitions it.
+        """
+        if self.on_cpu or self.zero_stage != 3:
+            yield
+            return
+        from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+        self._init_config_if_needed()
+        # transformers keeps only a weak reference: the object lives for the block, and the integration
+        # is off again after it (generation, for one, would otherwise behave differently).
+        hf_config = HfDeepSpeedConfig(self.config)
+        try:
+            yield
+        finally:
+            unset_hf_deepspeed_config()
+            del hf_config
 
     # ---- gradient accumulation: Lightning's windows, Lightning's loss scaling ---------------------------
 

@@ -100,3 +100,13 @@ class DumpSteps(L.Callback):
         }
         path = Path(trainer.default_root_dir) / f"steps.{trainer.global_rank}.json"
         path.write_text(json.dumps(record, sort_keys=True))
+
+
+class DumpPeakMemory(L.Callback):
+    """Every rank writes its CUDA peak (bytes allocated) once the model is loaded and DeepSpeed has set
+    up, before any forward, to ``<root dir>/peak.<global rank>.json``."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        peak = torch.cuda.max_memory_allocated(trainer.strategy.root_device)
+        path = Path(trainer.default_root_dir) / f"peak.{trainer.global_rank}.json"
+        path.write_text(json.dumps({"peak": peak}))

@@ -343,3 +343,20 @@ def test_unsupported_combinations_are_refused_in_one_line():
     )
     with pytest.raises(LitLoraError, match="AdaLoraSpec with DeepSpeed ZeRO-3 is not supported; use ZeRO-2"):
         cli.trainer.strategy.check_supported(cli.model)
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "stage", "partitioned"), [("cpu", 3, False), ("cuda", 3, True), ("cuda", 2, False)]
+)
+def test_zero3_partitions_the_base_at_load_on_cuda_only(accelerator, stage, partitioned):
+    # What tests/test_gpu.py measures on two GPUs, checked here without one: transformers' ZeRO-3 loading
+    # is on while the base loads on CUDA, and only then (the CPU path loads it whole, as tested above).
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    strategy = LitLoraDeepSpeed(stage=stage)
+    strategy.accelerator = CUDAAccelerator() if accelerator == "cuda" else CPUAccelerator()
+    strategy._config_initialized = True  # formatted from the trainer's batch size in a real run
+    with strategy.partitioned_loading():
+        assert is_deepspeed_zero3_enabled() == partitioned
+    assert not is_deepspeed_zero3_enabled()
