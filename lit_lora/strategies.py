@@ -3,9 +3,10 @@
 Lightning's ``DeepSpeedStrategy`` refuses a CPU accelerator in three places although DeepSpeed runs
 ZeRO on CPU over gloo; :class:`LitLoraDeepSpeed` lifts them when Lightning's accelerator is the CPU and
 otherwise defers to Lightning. On every device it also: saves adapter-only checkpoints, lets torch's
-AdamW run on offloaded optimizer states, loads the base outside ``zero.Init`` and refuses, before any
-rank starts, the module/ZeRO combinations that cannot train. It overrides private Lightning methods,
-hence the ``lightning`` version range pinned in pyproject.toml.
+AdamW run on offloaded optimizer states, accumulates gradients exactly as Lightning does under DDP, and
+refuses, before any rank starts, the module/ZeRO combinations that cannot train; on CUDA it partitions
+the base at load under ZeRO-3. It overrides private Lightning methods, hence the ``lightning`` version
+range pinned in pyproject.toml.
 
     trainer:
       strategy:
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -131,9 +133,61 @@ class LitLoraDeepSpeed(DeepSpeedStrategy):
     @contextmanager
     def model_sharded_context(self) -> Iterator[None]:
         # Lightning builds the model inside deepspeed.zero.Init under ZeRO-3, which splits every tensor as
-        # it is created: transformers' from_pretrained then fills slices it cannot see. lit_lora loads the
-        # base whole and ZeRO-3 partitions it in deepspeed.initialize (each rank holds it once, in CPU RAM).
+        # it is created: transformers' from_pretrained then fills slices it cannot see. lit_lora partitions
+        # the base where it loads it instead (partitioned_loading).
         yield
+
+    @contextmanager
+    def partitioned_loading(self) -> Iterator[None]:
+        """Around loading the frozen base and wrapping it with the adapter (``PeftModule.configure_model``).
+
+        ZeRO-3 on CUDA: transformers' own DeepSpeed integration (``HfDeepSpeedConfig``) builds the base
+        inside ``zero.Init`` and loads each weight into its partitions, and PEFT gathers what its
+        initialisation reads, so no GPU ever holds the whole model. On CPU processes, as before, each rank
+        loads the base whole into its RAM and deepspeed.initialize partitions it.
+        """
+        if self.on_cpu or self.zero_stage != 3:
+            yield
+            return
+        from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+        self._init_config_if_needed()
+        # transformers keeps only a weak reference: the object lives for the block, and the integration
+        # is off again after it (generation, for one, would otherwise behave differently).
+        hf_config = HfDeepSpeedConfig(self.config)
+        try:
+            yield
+        finally:
+            unset_hf_deepspeed_config()
+            del hf_config
+
+    # ---- gradient accumulation: Lightning's windows, Lightning's loss scaling ---------------------------
+
+    @property
+    def handles_gradient_accumulation(self) -> bool:
+        # Lightning's loop then ends a window every k batches and at an epoch's last batch, stepping the
+        # optimizer and the schedule there as under DDP (estimated_stepping_batches counts those steps).
+        # DeepSpeed's own count of micro-batches runs across epochs and would step elsewhere.
+        return False
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        # Before the forward, as DeepSpeed asks: whether this micro-batch's backward ends the window
+        # (then DeepSpeed reduces, and Lightning calls its step, right after).
+        trainer = self.lightning_module.trainer
+        self.deepspeed_engine.set_gradient_accumulation_boundary(not trainer.fit_loop._should_accumulate())
+        return super().training_step(*args, **kwargs)
+
+    @contextmanager
+    def block_backward_sync(self) -> Iterator[None]:
+        # Lightning would enter the engine's no_sync(), which ZeRO-2/3 refuse: inside a window DeepSpeed
+        # already reduces as its stage needs, given the boundary set in training_step.
+        yield
+
+    def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # Lightning has divided the loss by accumulate_grad_batches already; DeepSpeed's backward would
+        # divide it by the same count again (scale_wrt_gas), leaving gradients k times too small.
+        kwargs.setdefault("scale_wrt_gas", False)
+        return super().backward(closure_loss, optimizer, *args, **kwargs)
 
     # ---- refusing what cannot work before any rank starts -------------------------------------------
 

@@ -156,3 +156,41 @@ def test_qlora_sft_recipe_with_deepspeed_on_two_gpus(extra, tiny_llama, tmp_path
     assert record["memory_kind"] == f"{DEVICE}_max_allocated" and record["peak_memory_mb"] > 0
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
     PeftModel.from_pretrained(base, tmp_path / "lightning_logs" / "version_0" / "adapter")
+
+
+def bert_of_550_mb(tokenizer_from: Path, directory: Path) -> Path:
+    """A 16-layer BERT-base-wide encoder, seeded: 137M fp32 parameters, its largest module (the word
+    embeddings, 94 MB) a sixth of the whole."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, num_hidden_layers=16)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@two_gpus
+def test_zero3_partitions_the_base_at_load_on_two_gpus(tiny_bert, tiny_sst2, tmp_path):
+    # Loaded whole and partitioned in deepspeed.initialize, each GPU would first hold the whole model.
+    # Partitioned at load, a rank holds its half and, while loading, one whole module at a time.
+    pytest.importorskip("deepspeed")
+    model = bert_of_550_mb(tiny_bert, tmp_path / "model")
+    whole = (model / "model.safetensors").stat().st_size
+    fitted = run_cli(
+        "fit", "--config", "configs/sst2_lora.yaml", "--config", "configs/extras/deepspeed_zero3.yaml",
+        "--model.model_name_or_path", str(model), "--data.data_dir", str(tiny_sst2),
+        "--trainer.accelerator", DEVICE, "--trainer.devices", "2", "--trainer.max_steps", "2",
+        "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
+        # DeepSpeed's communication buckets (2e8 elements each by default) small beside the weights.
+        "--trainer.strategy.reduce_bucket_size", "1000000",
+        "--trainer.strategy.allgather_bucket_size", "1000000",
+        "--trainer.callbacks+=tests.ds_probe.DumpPeakMemory",
+        "--trainer.default_root_dir", str(tmp_path / "fit"),
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    peaks = [json.loads((tmp_path / "fit" / f"peak.{rank}.json").read_text())["peak"] for rank in (0, 1)]
+    assert all(0 < peak < 0.8 * whole for peak in peaks), (peaks, whole)
+    base = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
+    PeftModel.from_pretrained(base, tmp_path / "fit" / "lightning_logs" / "version_0" / "adapter")

@@ -42,7 +42,8 @@ class ZeroGradients:
     (lora_E) in place. DDP leaves the averaged gradients in ``.grad``. DeepSpeed reduces them into its
     partitions and frees them in its step, and keeps an fp32 master copy of the weights that its next
     step copies back over the module. So the full averaged gradients are gathered before the step
-    (:meth:`capture`), shown as ``.grad`` while the allocator runs (:meth:`exposed`), and the masked
+    (:meth:`capture`), shown as ``.grad`` while the allocator runs (:meth:`exposed`), clipped as
+    DeepSpeed clipped them in its step (DDP's allocator reads Lightning's clipped ``.grad``), and the masked
     singular values are then written into the master copy. Every rank gets the same scores and rank
     pattern, step for step what DDP gives. Elsewhere both methods change nothing.
     """
@@ -72,8 +73,9 @@ class ZeroGradients:
             return
         grads, self._grads = self._grads, None
         params = dict(_adapter_params(model))
+        clipped = _clip_coefficient(strategy.deepspeed_engine)
         for name, param in params.items():
-            param.grad = grads[name].to(param.dtype)
+            param.grad = (grads[name] * clipped).to(param.dtype)
         try:
             yield True
         finally:
@@ -84,6 +86,15 @@ class ZeroGradients:
         for name, param in params.items():
             if ".lora_E." in name:  # the singular values the allocator masked in the module's copy
                 safe_set_full_fp32_param(param, param.data.float())
+
+
+def _clip_coefficient(engine: Any) -> float:
+    """The factor DeepSpeed's step scaled the gradients by to clip them, 1 when it did not clip: its
+    ``clip / (global norm + 1e-6)`` capped at 1, the factor of torch's ``clip_grad_norm_``."""
+    threshold, norm = engine.gradient_clipping(), engine.get_global_grad_norm()
+    if not threshold or norm is None:
+        return 1.0
+    return min(1.0, threshold / (float(norm) + 1e-6))
 
 
 def _adapter_params(model: PeftModel) -> list[tuple[str, torch.nn.Parameter]]:

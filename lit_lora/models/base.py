@@ -6,7 +6,7 @@ Task modules add a head-specific ``_build_kwargs``, steps and metrics; nothing e
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -214,23 +214,24 @@ class PeftModule(L.LightningModule):
         )
         self._check_max_length(config)
         heads = self._trained_heads(config)
-        base = load_base_model(
-            auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads,
-            trust_remote_code=self.trust_remote_code,
-        )  # fmt: skip
-        heads = heads + self._add_task_modules(base)
-        if self.quantization.enabled:
-            keep_4bit_weights_trainable_layout(base)
-            base = prepare_model_for_kbit_training(
-                base,
-                use_gradient_checkpointing=self.gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False},
+        with self._loading_context():
+            base = load_base_model(
+                auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads,
+                trust_remote_code=self.trust_remote_code,
+            )  # fmt: skip
+            heads = heads + self._add_task_modules(base)
+            if self.quantization.enabled:
+                keep_4bit_weights_trainable_layout(base)
+                base = prepare_model_for_kbit_training(
+                    base,
+                    use_gradient_checkpointing=self.gradient_checkpointing,
+                    gradient_checkpointing_kwargs={"use_reentrant": False},
+                )
+            elif self.gradient_checkpointing:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model = wrap_with_adapter(
+                base, self.adapter, self.task_type, heads, self._total_training_steps(), self.adapter_path
             )
-        elif self.gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model = wrap_with_adapter(
-            base, self.adapter, self.task_type, heads, self._total_training_steps(), self.adapter_path
-        )
         if self.adapter_path is None:
             # PEFT records the folder the weights came from; a hub name resolved offline to a packaged or
             # cached copy would then name a path of this machine. Saved adapters name what the user gave.
@@ -242,6 +243,12 @@ class PeftModule(L.LightningModule):
         # (base and adapter) belongs to training.
         self.model.train()
         self.stage_metrics = StageMetrics(self._new_metrics, self.metric_stages)
+
+    def _loading_context(self) -> AbstractContextManager[None]:
+        """Where the strategy wants the base loaded and wrapped (LitLoraDeepSpeed: partitioned at load
+        under ZeRO-3 on CUDA); elsewhere nothing changes."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        return getattr(strategy, "partitioned_loading", nullcontext)()
 
     def _check_max_length(self, config: Any) -> None:
         datamodule = self._trainer.datamodule if self._trainer is not None else None
