@@ -1,7 +1,8 @@
 """The bad-input matrix: each case is a command line (and the files it needs) that must fail in one line.
 
-``tests/test_bad_input.py`` runs every case; ``python -m tests.bad_inputs`` prints the README's table
-of the messages lit_lora really gives (it needs the fixtures, so it builds them in a scratch folder).
+``tests/test_bad_input.py`` runs every case; ``python -m tests.bad_inputs`` prints the table of
+``docs/bad-input.md``: the messages lit_lora really gives (it needs the fixtures, so it builds them in a
+scratch folder).
 """
 
 from __future__ import annotations

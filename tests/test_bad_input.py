@@ -1,4 +1,4 @@
-"""The bad-input matrix (README "Bad input"): one line naming the key, file or value, exit status 2,
+"""The bad-input matrix (docs/bad-input.md): one line naming the key, file or value, exit status 2,
 nothing left behind."""
 
 from __future__ import annotations
