@@ -122,7 +122,7 @@ def _curves(curves: Curves) -> list[str]:
             " ± one sample standard deviation over its seeds, at the steps all of its runs logged."
         ]
     else:
-        lines.append("No counted run has a metrics.csv beside its results.json: no curves.")
+        lines.append("No counted run has a metrics.csv in its run folder: no curves.")
     if curves.missing:
         lines += [
             "",
