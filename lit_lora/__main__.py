@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from lit_lora import _quiet
 from lit_lora.errors import LitLoraError
 
 OWN_COMMANDS = {
@@ -14,9 +15,14 @@ OWN_COMMANDS = {
     "matrix": "lit_lora.matrix",
 }
 
+NO_MODEL_COMMANDS = ("sweep", "report", "-h", "--help")  # they load no model: no bitsandbytes either
+
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    _quiet.install()  # before the libraries that print what a user cannot act on are imported
+    if not args or args[0] not in NO_MODEL_COMMANDS:  # the commands that may load a quantised model
+        _quiet.import_bitsandbytes_without_hub_kernels()
     if args and args[0] in OWN_COMMANDS:
         try:
             importlib.import_module(OWN_COMMANDS[args[0]]).main(args[1:])

@@ -36,7 +36,7 @@ from lit_lora.errors import LitLoraError
 
 OUTPUT_FILES = (
     "results.csv", "summary.csv", "summary.md", "other_evaluations.csv", "accuracy_vs_params.png",
-    "memory.png", "time.png",
+    "memory.png", "time.png", "curves.csv", "curves.png",
 )  # fmt: skip
 IGNORED_SUFFIXES = ("seed", "seed_everything", "default_root_dir", "ckpt_path", "config")
 IGNORED_PREFIXES = ("trainer.logger",)
@@ -378,8 +378,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     atomic_write_text(args.out / "results.csv", to_csv(run_rows))
     atomic_write_text(args.out / "summary.csv", to_csv(summary))
     names = metric_names(rows, split)
-    atomic_write_text(args.out / "summary.md", markdown(summary, split, found, names))
+    from lit_lora.report_curves import collect
+
+    curves = collect(groups)
+    atomic_write_text(args.out / "summary.md", markdown(summary, split, found, names, curves))
     written = ["results.csv", "summary.csv", "summary.md"]
+    if curves.points:
+        atomic_write_text(args.out / "curves.csv", to_csv(curves.points))
+        written.append("curves.csv")
     if found.other_data:
         atomic_write_text(args.out / "other_evaluations.csv", to_csv(found.other_data))
         written.append("other_evaluations.csv")
@@ -387,6 +393,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from lit_lora.report_plots import plot_all
 
         written += plot_all(summary, run_rows, split, args.out)
+        if curves.points:
+            from lit_lora.report_plots import curves as plot_curves
+
+            plot_curves(curves.points, curves.metrics, args.out / "curves.png")
+            written.append("curves.png")
     left_out = f" ({len(found.not_counted)} records did not complete)" if found.not_counted else ""
     print(
         f"lit_lora report: {len(rows)} runs in {len(groups)} configs{left_out}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from lit_lora import _report_checks as checks
 from lit_lora.report import MEMORY_KINDS, SUMMARY_NAMES, TITLES, Found, Row, fmt
+from lit_lora.report_curves import Curves
 
 
-def markdown(summary: list[Row], split: str, found: Found, names: list[str] | None = None) -> str:
+def markdown(
+    summary: list[Row], split: str, found: Found, names: list[str] | None = None, curves: Curves | None = None
+) -> str:
     names = ["acc", "f1"] if names is None else names
     # Fractions (accuracy, classification F1) show as percentages; SQuAD's exact and F1 are percentages
     # already, and loss or perplexity are not shares at all: those show as logged.
@@ -51,6 +54,7 @@ def markdown(summary: list[Row], split: str, found: Found, names: list[str] | No
     if found.skipped:
         lines.append(f"{found.skipped} records with no fit record in their directory were skipped.")
     lines += _not_counted(found.not_counted) + _other_data(found.other_data)
+    lines += _curves(curves) if curves is not None else []
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +110,28 @@ def _other_data(rows: list[Row]) -> list[str]:
         evaluated = f"{r['evaluated']} ({r['difference']})"
         cells = [r["adapter_of"], evaluated, metrics or "–", f"`{r['run_dir']}`"]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _curves(curves: Curves) -> list[str]:
+    lines = ["", "## Training curves", ""]
+    if curves.points:
+        lines += [
+            f"`curves.png` / `curves.csv`: {' and '.join(curves.metrics)} against optimizer steps (the `step`"
+            " column of each run's metrics.csv), one faint line per run; per config a mean line and a band of"
+            " ± one sample standard deviation over its seeds, at the steps all of its runs logged."
+        ]
+    else:
+        lines.append("No counted run has a metrics.csv in its run folder: no curves.")
+    if curves.missing:
+        lines += [
+            "",
+            f"{len(curves.missing)} counted runs have no curve:",
+            "",
+            "| Config | Seed | Run folder | Why |",
+        ]
+        lines.append("|---|---|---|---|")
+        lines += [f"| {m['config']} | {m['seed']} | `{m['run_dir']}` | {m['why']} |" for m in curves.missing]
     return lines
 
 

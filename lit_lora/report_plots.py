@@ -104,3 +104,39 @@ def plot_all(summary: list[Row], rows: list[Row], split: str, out: Path) -> list
          " ? load not recorded, ! runs 1.5x apart)", "Training time per config (mean ± std)",
          out / "time.png", marks="time_marks")  # fmt: skip
     return ["accuracy_vs_params.png", "memory.png", "time.png"]
+
+
+def curves(points: list[Row], metrics: list[str], path: Path) -> None:
+    """One panel per metric: a faint line per run, the config's mean line and its ± std band over seeds."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.5), squeeze=False)
+    configs = list(dict.fromkeys(p["config"] for p in points))
+    colors = plt.get_cmap("tab10")
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, config in enumerate(configs):
+            mine = [p for p in points if p["config"] == config and p["metric"] == metric]
+            _draw_config(ax, mine, colors(i % 10), config)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} (faint: each run; line and band: mean ± std over seeds)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    save_atomic(fig, path)
+
+
+def _draw_config(ax: Any, points: list[Row], color: Any, config: str) -> None:
+    for run_dir in dict.fromkeys(p["run_dir"] for p in points if p["series"] == "run"):
+        run = [p for p in points if p["series"] == "run" and p["run_dir"] == run_dir]
+        ax.plot([p["step"] for p in run], [p["value"] for p in run], color=color, alpha=0.3, lw=0.8,
+                marker="o" if len(run) < 3 else None, ms=3)  # fmt: skip
+    mean = [p for p in points if p["series"] == "mean"]
+    if not mean:
+        return
+    steps = [p["step"] for p in mean]
+    ax.plot(steps, [p["value"] for p in mean], color=color, lw=1.8, marker="o" if len(mean) < 3 else None,
+            label=f"{config} (n={mean[0]['n']})")  # fmt: skip
+    banded = [p for p in mean if p.get("low") is not None]
+    if len(banded) == 1:  # one shared step (an epoch-end validation): a bar, as a band needs two
+        ax.errorbar(steps, [p["value"] for p in mean], yerr=banded[0]["std"], color=color, capsize=4)
+    elif banded:
+        ax.fill_between([p["step"] for p in banded], [p["low"] for p in banded], [p["high"] for p in banded],
+                        color=color, alpha=0.2, lw=0)  # fmt: skip
