@@ -2,7 +2,7 @@
 
 ``PeftModule`` and the task modules only call these; they never ask which method they hold. A method
 is one file in this package (a :class:`PeftMethod` dataclass, plus an :class:`AdapterHooks` subclass
-when it acts during training) and one line in the registry, ``lit_lora.methods.METHODS``.
+when it acts during training); ``lit_lora.methods`` finds it there and registers it in ``METHODS``.
 """
 
 from __future__ import annotations
