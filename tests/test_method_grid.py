@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from lit_lora.methods import AdaLoraSpec, Lora2Spec, LoraSpec
+from lit_lora.methods import AdaLoraSpec, LoraSpec
 from tests import method_grid as grid
 
 R, INIT_R = 4, 6
 METHODS = {
     "lora": (lambda task: LoraSpec(r=R, dropout=0.0, target_modules=grid.TARGETS[task]), "LoRA"),
-    "lora2": (lambda task: Lora2Spec(r=R, dropout=0.0, target_modules=grid.TARGETS[task]), "LoRA2"),
     "adalora": (
         lambda task: AdaLoraSpec(
             init_r=INIT_R, target_r=3, tinit=1, tfinal=1, dropout=0.0, target_modules=grid.TARGETS[task]
@@ -19,7 +18,6 @@ METHODS = {
     ),
 }
 COUNTS = {
-    "lora2": lambda shapes: sum(R * (d_in + d_out) for d_in, d_out in shapes),
     "lora": lambda shapes: sum(R * (d_in + d_out) for d_in, d_out in shapes),  # A: r x in, B: out x r
     "adalora": lambda shapes: sum(INIT_R * (d_in + d_out + 1) for d_in, d_out in shapes),  # P, Q and E
 }
