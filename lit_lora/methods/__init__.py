@@ -48,7 +48,14 @@ _PLAIN_LORA = next(method for method in METHODS if method.method == "lora")
 
 def method_of(config: object) -> type[PeftMethod]:
     """The registered method whose saved configs look like ``config`` (LoRA when none claims it)."""
-    return next((method for method in METHODS if method.recognises(config)), _PLAIN_LORA)  # type: ignore[arg-type]
+    claims = [method for method in METHODS if method.recognises(config)]  # type: ignore[arg-type]
+    if len(claims) > 1:  # file order would pick one silently, and results.json would name it
+        names = ", ".join(method.__name__ for method in claims)
+        kind = getattr(config, "peft_type", type(config).__name__)
+        raise RuntimeError(
+            f"lit_lora.methods: {names} all recognise this {kind} config; recognises() must not overlap"
+        )
+    return claims[0] if claims else _PLAIN_LORA
 
 
 __all__ = ["ADAPTER", "METHODS", "AdapterHooks", "PeftMethod", "method_of"]
