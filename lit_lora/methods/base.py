@@ -96,6 +96,16 @@ class AdapterHooks:
         """Called after each real optimizer step, gradients still present; returns values to log."""
         return {}
 
+    def gradients_read(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """With ``reads_gradients_after_step``: the (name, parameter) pairs whose ``.grad``
+        :meth:`after_optimizer_step` reads, in a fixed order (DeepSpeed gathers them for it)."""
+        return []
+
+    def edits_in_place(self, name: str) -> bool:
+        """Whether :meth:`after_optimizer_step` changes parameter ``name`` in place (DeepSpeed's fp32
+        master copy of it must then follow, or its next step would undo the change)."""
+        return False
+
     def state_dict(self) -> dict[str, Any] | None:
         """Extra checkpoint state (None: nothing beyond the adapter weights)."""
         return None
