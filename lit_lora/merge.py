@@ -32,6 +32,8 @@ from lit_lora._merge_checks import (
 from lit_lora._ranges import FiniteFloat, Range, Seed, check_config
 from lit_lora.errors import LitLoraError
 
+__doc__ = (__doc__ or "").format(own=", ".join(OWN_METHODS), methods=methods_help())  # the table's rows
+
 # PEFT task type -> the transformers class whose module names the adapter's keys were saved under.
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 AUTO_CLASSES = {
@@ -142,7 +144,7 @@ def _record(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="lit_lora merge",
-        description=(__doc__ or "").format(own=", ".join(OWN_METHODS), methods=methods_help()),
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("adapters", nargs="+", type=Path, help="PEFT adapter folders (adapter_config.json)")
