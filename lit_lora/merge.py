@@ -1,17 +1,7 @@
 """Merge LoRA adapters of one base model into one PEFT adapter folder (adapter + merge.json).
 
-Methods (all but average_ab are PEFT's PeftModel.add_weighted_adapter, with the weights as given):
-  linear           A and B each summed with sqrt(weight * scaling): the result's B·A is
-                   (sum_i c_i B_i)(sum_j c_j A_j), c_i = sqrt(w_i * s_i), which holds cross terms
-                   B_i A_j, so it is NOT sum_i w_i dW_i. Needs equal ranks.
-  cat              A and B stacked: B·A = sum_i w_i dW_i exactly; the rank is the sum of the ranks.
-  svd              sum_i w_i dW_i, truncated by SVD to the largest source rank.
-  ties, dare_linear, dare_ties, magnitude_prune
-                   PEFT's pruned/sign-elected merges of A and B (as in linear); need equal ranks and
-                   --density. DARE draws random masks: --seed makes the result reproducible.
-  average_ab       lit_lora's baseline: A matrices and B matrices averaged separately,
-                   sum_i w_i X_i / sum_i w_i. This is NOT the average of the weight updates B·A.
-                   Needs equal ranks and scaling.
+Methods (all but {own} are PEFT's PeftModel.add_weighted_adapter, with the weights as given):
+{methods}
 
 Refused, in one line: adapters of different base models, task types or target modules; AdaLoRA
 (PEFT cannot merge it) and DoRA adapters; ranks a method cannot combine; and adapters with
@@ -29,9 +19,20 @@ from typing import Annotated, Any
 
 from lit_lora import __version__
 from lit_lora._io import MERGED_ADAPTER, atomic_directory, atomic_write_json, file_sha256
-from lit_lora._merge_checks import DENSITY_METHODS, METHODS, MergeMethod, check_adapters, read_config
+from lit_lora._merge_checks import (
+    COMBINATIONS,
+    DENSITY_METHODS,
+    METHODS,
+    OWN_METHODS,
+    MergeMethod,
+    check_adapters,
+    methods_help,
+    read_config,
+)
 from lit_lora._ranges import FiniteFloat, Range, Seed, check_config
 from lit_lora.errors import LitLoraError
+
+__doc__ = (__doc__ or "").format(own=", ".join(OWN_METHODS), methods=methods_help())  # the table's rows
 
 # PEFT task type -> the transformers class whose module names the adapter's keys were saved under.
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -65,10 +66,9 @@ def merge(
             f"{adapters[0]}: adapter_config.json names no base_model_name_or_path; give --base"
         )
     with atomic_directory(out, MERGED_ADAPTER, given, "--out") as tmp:
-        if method == "average_ab":
-            from lit_lora._merge_average import average_ab
-
-            average_ab(adapters, {**configs[0], "base_model_name_or_path": base_name}, list(weights), tmp)
+        combine = COMBINATIONS[method].combine
+        if combine is not None:
+            combine(adapters, {**configs[0], "base_model_name_or_path": base_name}, list(weights), tmp)
         else:
             _peft_merge(adapters, configs[0], method, list(weights), density, seed, base_name, tmp)
         atomic_write_json(tmp / "merge.json", _record(given, method, weights, density, seed, base_name))
@@ -143,7 +143,9 @@ def _record(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="lit_lora merge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="lit_lora merge",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("adapters", nargs="+", type=Path, help="PEFT adapter folders (adapter_config.json)")
     # No argparse choices: a bad method gets lit_lora's one-line error, not usage plus a message.

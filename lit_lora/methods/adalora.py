@@ -163,6 +163,13 @@ class RankAllocation(AdapterHooks):
 
     # ---- checkpoints ------------------------------------------------------------------------------
 
+    def gradients_read(self) -> list[tuple[str, torch.nn.Parameter]]:
+        # The allocator scores lora_A, lora_E and lora_B from their gradients.
+        return [(n, p) for n, p in self.model.named_parameters() if ".lora_" in n and p.requires_grad]
+
+    def edits_in_place(self, name: str) -> bool:
+        return ".lora_E." in name  # the singular values the allocator masks
+
     def state_dict(self) -> dict[str, Any]:
         state = {name: getattr(self._allocator, name) for name in _STATE}
         return {"rank_pattern": self.config.rank_pattern, "skipped_steps": self.skipped_steps, **state}

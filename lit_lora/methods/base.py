@@ -2,7 +2,7 @@
 
 ``PeftModule`` and the task modules only call these; they never ask which method they hold. A method
 is one file in this package (a :class:`PeftMethod` dataclass, plus an :class:`AdapterHooks` subclass
-when it acts during training) and one line in the registry, ``lit_lora.methods.METHODS``.
+when it acts during training); ``lit_lora.methods`` finds it there and registers it in ``METHODS``.
 """
 
 from __future__ import annotations
@@ -95,6 +95,16 @@ class AdapterHooks:
     def after_optimizer_step(self, global_step: int) -> dict[str, float]:
         """Called after each real optimizer step, gradients still present; returns values to log."""
         return {}
+
+    def gradients_read(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """With ``reads_gradients_after_step``: the (name, parameter) pairs whose ``.grad``
+        :meth:`after_optimizer_step` reads, in a fixed order (DeepSpeed gathers them for it)."""
+        return []
+
+    def edits_in_place(self, name: str) -> bool:
+        """Whether :meth:`after_optimizer_step` changes parameter ``name`` in place (DeepSpeed's fp32
+        master copy of it must then follow, or its next step would undo the change)."""
+        return False
 
     def state_dict(self) -> dict[str, Any] | None:
         """Extra checkpoint state (None: nothing beyond the adapter weights)."""

@@ -1,4 +1,5 @@
-"""What DeepSpeed ZeRO changes for PeftModule: whole parameters to export, gradients for AdaLoRA."""
+"""What DeepSpeed ZeRO changes for PeftModule: whole parameters to export, gradients for methods that
+read them after the step (AdaLoRA)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from peft import PeftModel
 
-from lit_lora.methods.base import ADAPTER
+from lit_lora.methods.base import ADAPTER, AdapterHooks
 
 
 def is_partitioned(param: torch.Tensor) -> bool:
@@ -36,22 +37,24 @@ def gathered_adapter(model: PeftModel) -> Iterator[None]:
 
 
 class ZeroGradients:
-    """The gradients AdaLoRA's allocator reads, under DeepSpeed ZeRO-1/2 as under DDP.
+    """The gradients a method reads after the step (``AdapterHooks.gradients_read``), under DeepSpeed
+    ZeRO-1/2 as under DDP.
 
-    PEFT scores importance from ``param.grad`` after the optimizer step and masks singular values
-    (lora_E) in place. DDP leaves the averaged gradients in ``.grad``. DeepSpeed reduces them into its
-    partitions and frees them in its step, and keeps an fp32 master copy of the weights that its next
-    step copies back over the module. So the full averaged gradients are gathered before the step
-    (:meth:`capture`), shown as ``.grad`` while the allocator runs (:meth:`exposed`), clipped as
-    DeepSpeed clipped them in its step (DDP's allocator reads Lightning's clipped ``.grad``), and the masked
-    singular values are then written into the master copy. Every rank gets the same scores and rank
-    pattern, step for step what DDP gives. Elsewhere both methods change nothing.
+    AdaLoRA's allocator (PEFT) scores importance from ``param.grad`` after the optimizer step and masks
+    singular values (lora_E) in place. DDP leaves the averaged gradients in ``.grad``. DeepSpeed
+    reduces them into its partitions and frees them in its step, and keeps an fp32 master copy of the
+    weights that its next step copies back over the module. So the full averaged gradients are
+    gathered before the step (:meth:`capture`), shown as ``.grad`` while the method reads them
+    (:meth:`exposed`), clipped as DeepSpeed clipped them in its step (DDP's allocator reads Lightning's
+    clipped ``.grad``), and what the method edits in place (``AdapterHooks.edits_in_place``) is then
+    written into the master copy. Every rank gets the same scores and rank pattern, step for step what
+    DDP gives. Elsewhere both methods change nothing.
     """
 
     def __init__(self) -> None:
         self._grads: dict[str, torch.Tensor] | None = None
 
-    def capture(self, model: PeftModel, strategy: Any) -> None:
+    def capture(self, hooks: AdapterHooks, strategy: Any) -> None:
         """From ``on_before_optimizer_step``: after backward and the gradient reduction, before the step."""
         if not isinstance(strategy, DeepSpeedStrategy):
             return
@@ -60,11 +63,11 @@ class ZeroGradients:
         from deepspeed.utils import safe_get_full_grad
 
         # A collective: every rank asks for the same parameters in the same order.
-        self._grads = {n: safe_get_full_grad(p).detach().clone() for n, p in _adapter_params(model)}
+        self._grads = {n: safe_get_full_grad(p).detach().clone() for n, p in hooks.gradients_read()}
 
     @contextmanager
-    def exposed(self, model: PeftModel, strategy: Any) -> Iterator[bool]:
-        """After the optimizer step: yields whether the allocator should run for this step."""
+    def exposed(self, hooks: AdapterHooks, strategy: Any) -> Iterator[bool]:
+        """After the optimizer step: yields whether the method should read them for this step."""
         if not isinstance(strategy, DeepSpeedStrategy):
             yield True
             return
@@ -72,7 +75,7 @@ class ZeroGradients:
             yield False
             return
         grads, self._grads = self._grads, None
-        params = dict(_adapter_params(model))
+        params = dict(hooks.gradients_read())
         clipped = _clip_coefficient(strategy.deepspeed_engine)
         for name, param in params.items():
             param.grad = (grads[name] * clipped).to(param.dtype)
@@ -84,7 +87,7 @@ class ZeroGradients:
         from deepspeed.utils import safe_set_full_fp32_param
 
         for name, param in params.items():
-            if ".lora_E." in name:  # the singular values the allocator masked in the module's copy
+            if hooks.edits_in_place(name):  # changed in the module's copy: the master copy follows
                 safe_set_full_fp32_param(param, param.data.float())
 
 
@@ -95,8 +98,3 @@ def _clip_coefficient(engine: Any) -> float:
     if not threshold or norm is None:
         return 1.0
     return min(1.0, threshold / (float(norm) + 1e-6))
-
-
-def _adapter_params(model: PeftModel) -> list[tuple[str, torch.nn.Parameter]]:
-    """The parameters AdaLoRA scores (lora_A, lora_E, lora_B), in a fixed order."""
-    return [(n, p) for n, p in model.named_parameters() if ".lora_" in n and p.requires_grad]

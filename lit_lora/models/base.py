@@ -298,7 +298,7 @@ class PeftModule(L.LightningModule):
         # exist: AdaLoRA scores importance from them and reallocates the rank budget.
         hooks = self.method_hooks
         if hooks.reads_gradients_after_step:
-            exposed = self._zero_grads.exposed(self.peft_model, self.trainer.strategy)
+            exposed = self._zero_grads.exposed(hooks, self.trainer.strategy)
         else:
             exposed = nullcontext(True)
         with exposed as stepped:
@@ -308,7 +308,7 @@ class PeftModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         if self.method_hooks.reads_gradients_after_step:  # DeepSpeed frees them in its step: keep them
-            self._zero_grads.capture(self.peft_model, self.trainer.strategy)
+            self._zero_grads.capture(self.method_hooks, self.trainer.strategy)
 
     def on_fit_start(self) -> None:
         total = self._total_training_steps()
