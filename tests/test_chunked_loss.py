@@ -17,6 +17,7 @@ from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
 from lit_lora.models._chunked_loss import chunked_labelled_nll, takes_chunked_loss
 from lit_lora.models._labelled_logits import labelled_positions
+from lit_lora.models._offload import offload_context
 from tests.helpers import trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,3 +147,16 @@ def test_low_memory_extras_stack_on_every_decoder_config(config):
         True,
         256,
     )
+
+
+def test_activation_offloading_saves_on_cpu_from_cuda_only():
+    assert isinstance(offload_context(True, torch.device("cuda", 0)), torch.autograd.graph.save_on_cpu)
+    assert not isinstance(offload_context(False, torch.device("cuda", 0)), torch.autograd.graph.save_on_cpu)
+    assert not isinstance(offload_context(True, torch.device("cpu")), torch.autograd.graph.save_on_cpu)
+
+
+def test_activation_offloading_on_cpu_warns_that_it_does_nothing(tiny_llama, gsm8k_dir, tmp_path):
+    module = CausalLM(str(tiny_llama), generate_in_eval=False, activation_offloading=True)
+    data = GSM8KDataModule(tokenizer_name=str(tiny_llama), data_dir=str(gsm8k_dir), batch_size=3)
+    with pytest.warns(UserWarning, match="activation_offloading=true has no effect on cpu"):
+        trainer(tmp_path, max_steps=1).fit(module, data)
