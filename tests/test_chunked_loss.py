@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -160,3 +161,20 @@ def test_activation_offloading_on_cpu_warns_that_it_does_nothing(tiny_llama, gsm
     data = GSM8KDataModule(tokenizer_name=str(tiny_llama), data_dir=str(gsm8k_dir), batch_size=3)
     with pytest.warns(UserWarning, match="activation_offloading=true has no effect on cpu"):
         trainer(tmp_path, max_steps=1).fit(module, data)
+
+
+def test_zero3_on_several_ranks_projects_in_one_call(tiny_llama):
+    """Under ZeRO-3 each lm_head call is collective: every rank must make as many, whatever its tokens."""
+    module = CausalLM(str(tiny_llama), adapter=LoraSpec(r=4, alpha=8, dropout=0.0), loss_chunk_size=2)
+    module.configure_model()
+    calls: list[int] = []
+    head = module.peft_model.get_base_model().get_output_embeddings()
+    head.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[:-1].numel()))
+    ids = torch.arange(3, 15).reshape(2, 6)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
+    with torch.no_grad():
+        chunked, _ = module._labelled_nll(inputs, ids)
+        module._trainer = SimpleNamespace(strategy=SimpleNamespace(zero_stage_3=True), world_size=2)
+        whole, _ = module._labelled_nll(inputs, ids)
+    assert calls == [2] * 5 + [10]  # 10 labelled positions: five chunks, then one call
+    torch.testing.assert_close(whole, chunked, rtol=1e-5, atol=1e-5)

@@ -96,7 +96,8 @@ class CausalLM(PeftModule):
                 training loss and the evaluation loss: only one chunk's [chunk x vocab] float32 logits
                 live at a time (recomputed in backward); same loss and gradients. None projects every
                 labelled position at once. Families other than those in
-                lit_lora/models/_chunked_loss.py, and AdaLoRA, always project at once.
+                lit_lora/models/_chunked_loss.py, AdaLoRA and ZeRO-3 on several ranks always project
+                at once.
             activation_offloading: On CUDA, keep the tensors saved for backward in pinned CPU memory
                 instead of on the GPU (torch.autograd.graph.save_on_cpu); slower, same numbers. Stacks
                 with gradient_checkpointing. No effect (and a warning) on other devices.
@@ -189,7 +190,10 @@ class CausalLM(PeftModule):
         base = self.peft_model.get_base_model()
         if self._takes_chunked_loss is None:
             self._takes_chunked_loss = takes_chunked_loss(base)
-        if self.loss_chunk_size is not None and self._takes_chunked_loss:
+        # Under ZeRO-3 each lm_head call gathers its weight on every rank; ranks with other numbers of
+        # labelled tokens would make other numbers of calls and wait on each other: one call per forward.
+        chunked = self._takes_chunked_loss and not self._gathers_weights_in_every_forward
+        if self.loss_chunk_size is not None and chunked:
             return chunked_labelled_nll(base, inputs, labels, self.loss_chunk_size)
         keep = self._loss_positions(labels)
         outputs = self.peft_model(**inputs, **({} if keep is None else {"logits_to_keep": keep}))
