@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
-from lit_lora._ranges import PositiveInt
+from lit_lora._ranges import OptionalPositiveInt, PositiveInt
 from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.metrics.gsm8k import flexible_answer, flexible_match, strict_answer, strict_match
 from lit_lora.metrics.language_model import (
@@ -26,8 +26,10 @@ from lit_lora.metrics.language_model import (
 )
 from lit_lora.models._build import load_config, resolve_model_path
 from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
+from lit_lora.models._chunked_loss import chunked_labelled_nll, takes_chunked_loss
 from lit_lora.models._greedy import greedy_generate, is_plain_greedy
 from lit_lora.models._labelled_logits import labelled_nll, labelled_positions, takes_position_mask
+from lit_lora.models._offload import offload_context, warn_if_no_effect
 from lit_lora.models._packing import check_packing_support, is_packed, packed_inputs
 from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
@@ -76,7 +78,13 @@ class CausalLM(PeftModule):
     task_type = TaskType.CAUSAL_LM
 
     def __init__(
-        self, *args: Any, max_new_tokens: PositiveInt = 256, generate_in_eval: bool = True, **kwargs: Any
+        self,
+        *args: Any,
+        max_new_tokens: PositiveInt = 256,
+        generate_in_eval: bool = True,
+        loss_chunk_size: OptionalPositiveInt = 256,
+        activation_offloading: bool = False,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -84,13 +92,25 @@ class CausalLM(PeftModule):
             generate_in_eval: Generate answers for evaluation batches that carry references (GSM8K) and
                 log exact_match (GSM8K: also exact_match_flexible); false skips generation and logs
                 loss and perplexity only.
+            loss_chunk_size: Labelled positions whose vocabulary logits are computed at a time, for the
+                training loss and the evaluation loss: only one chunk's [chunk x vocab] float32 logits
+                live at a time (recomputed in backward); same loss and gradients. None projects every
+                labelled position at once. Families other than those in
+                lit_lora/models/_chunked_loss.py, AdaLoRA and ZeRO-3 on several ranks always project
+                at once.
+            activation_offloading: On CUDA, keep the tensors saved for backward in pinned CPU memory
+                instead of on the GPU (torch.autograd.graph.save_on_cpu); slower, same numbers. Stacks
+                with gradient_checkpointing. No effect (and a warning) on other devices.
         """
         super().__init__(*args, **kwargs)
+        self.loss_chunk_size = loss_chunk_size
+        self.activation_offloading = activation_offloading
         self.max_new_tokens = max_new_tokens
         self.generate_in_eval = generate_in_eval
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._window_tokens: WindowTokens | None = None
         self._takes_position_mask: bool | None = None
+        self._takes_chunked_loss: bool | None = None
 
     def _trained_heads(self, config: Any) -> list[str]:
         return []
@@ -127,6 +147,7 @@ class CausalLM(PeftModule):
         super().on_fit_start()
         if getattr(self.trainer.datamodule, "packing", False):  # refuse before any step, not at the first
             check_packing_support(self.peft_model.get_base_model().config)
+        warn_if_no_effect(self.activation_offloading, self.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if is_packed(batch):
@@ -140,21 +161,39 @@ class CausalLM(PeftModule):
                 "use_cache": False,
             }
         extra = self.method_hooks.extra_loss_name
-        if extra:  # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) only when labels go in
-            inputs["labels"] = batch["labels"]
-        keep = None if extra else self._loss_positions(batch["labels"])  # PEFT's loss needs every logit
-        outputs = self.peft_model(**inputs, **({} if keep is None else {"logits_to_keep": keep}))
-        nll, tokens = labelled_nll(outputs.logits, batch["labels"], keep)
+        with offload_context(self.activation_offloading, self.device):
+            if extra:  # PEFT adds the method's regulariser (AdaLoRA's orthogonality term) only with labels
+                inputs["labels"] = batch["labels"]
+                outputs = self.peft_model(**inputs)  # PEFT's loss needs every logit
+                nll, tokens = labelled_nll(outputs.logits, batch["labels"], None)
+            else:
+                outputs, (nll, tokens) = None, self._labelled_nll(inputs, batch["labels"])
         mean_nll = nll / tokens.clamp(min=1)
         weight = max(int(tokens), 1)  # the epoch's train/loss is a mean over tokens, as in evaluation
         self.log("train/loss", mean_nll, prog_bar=True, batch_size=weight)
         loss = self._window_normalised(nll, tokens, batch_idx)
-        if outputs.loss is not None:
+        if outputs is not None and outputs.loss is not None:
             # PEFT's loss is the same token-mean NLL plus the regulariser, once per micro-batch.
             orth_reg = outputs.loss - mean_nll
             self.log(f"train/{extra}", orth_reg.detach(), batch_size=weight)
             loss = loss + orth_reg
         return loss
+
+    def _labelled_nll(
+        self, inputs: dict[str, Any], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed NLL and token count from the cheapest exact path: chunked, labelled logits, or all."""
+        base = self.peft_model.get_base_model()
+        if self._takes_chunked_loss is None:
+            self._takes_chunked_loss = takes_chunked_loss(base)
+        # Under ZeRO-3 each lm_head call gathers its weight on every rank; ranks with other numbers of
+        # labelled tokens would make other numbers of calls and wait on each other: one call per forward.
+        chunked = self._takes_chunked_loss and not self._gathers_weights_in_every_forward
+        if self.loss_chunk_size is not None and chunked:
+            return chunked_labelled_nll(base, inputs, labels, self.loss_chunk_size)
+        keep = self._loss_positions(labels)
+        outputs = self.peft_model(**inputs, **({} if keep is None else {"logits_to_keep": keep}))
+        return labelled_nll(outputs.logits, labels, keep)
 
     def _loss_positions(self, labels: torch.Tensor) -> torch.Tensor | None:
         """The positions whose logits a loss needs, for models that can project those alone; else None."""
@@ -198,7 +237,8 @@ class CausalLM(PeftModule):
         if replies is not None:
             self._score_label_replies(batch, choices, replies, stage)
         else:
-            nll, tokens = labelled_nll(self(batch).logits, batch["labels"], None)
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+            nll, tokens = self._labelled_nll({**inputs, "use_cache": False}, batch["labels"])
             metrics["nll"].update(nll, tokens)
             if choices is not None:
                 prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
