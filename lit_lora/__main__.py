@@ -10,7 +10,7 @@ from lit_lora.errors import LitLoraError
 
 OWN_COMMANDS = {
     "sweep": "lit_lora.sweep",
-    "report": "lit_lora.report",
+    "report": "lit_lora.report_command",
     "merge": "lit_lora.merge",
     "matrix": "lit_lora.matrix",
 }
