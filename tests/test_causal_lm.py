@@ -16,17 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lit_lora.adapters import AdaLoraSpec, LoraSpec
 from lit_lora.data import GSM8KDataModule, WikiTextDataModule
 from lit_lora.metrics.language_model import token_nll
-from lit_lora.models import CausalLM
 from lit_lora.tiny_decoder import BUILTIN_TEXT
-from tests.conftest import GSM8K_ROWS, SHARED_DATA
-from tests.helpers import quantized, trainer
-
-
-def causal_lm(model: Path, **kwargs) -> CausalLM:
-    kwargs.setdefault("adapter", LoraSpec(r=4, alpha=8, dropout=0.0))
-    kwargs.setdefault("learning_rate", 1e-2)
-    kwargs.setdefault("warmup_ratio", 0.0)
-    return CausalLM(str(model), **kwargs)
+from tests.helpers import GSM8K_ROWS, SHARED_DATA, causal_lm, quantized, trainer
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ import torch
 
 from lit_lora.cli import build_cli
 from lit_lora.models import CausalLM
-from tests.conftest import REPO
-from tests.test_causal_lm import GSM8K_ROWS
+from tests.helpers import GSM8K_ROWS, REPO
 
 # Hand-written replies to GSM8K_ROWS (references 8, 15, 1000): the first answers right and then makes up
 # a next question (strict right, flexible wrong), the others have no "####" (strict wrong, flexible right).

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,21 +12,10 @@ from transformers import AutoModelForSequenceClassification
 from lit_lora import AdaLoraSpec
 from lit_lora.cli import build_cli
 from lit_lora.methods import PeftMethod
-from tests.conftest import REPO
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "lit_lora", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

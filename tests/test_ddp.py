@@ -19,11 +19,10 @@ import pytest
 import torch
 
 from lit_lora import AdaLoraSpec
-from tests.conftest import REPO
-from tests.helpers import classifier, sst2, trainer
+from tests.helpers import REPO, classifier, sst2, trainer
 
 DDP = ["--config", "configs/extras/ddp.yaml", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-PROBE = ["--trainer.callbacks+=tests.dist_probe.RankDump", "--trainer.enable_progress_bar", "false"]
+PROBE = ["--trainer.callbacks+=tests.helpers.dist_probe.RankDump", "--trainer.enable_progress_bar", "false"]
 
 
 def free_port() -> int:
@@ -141,7 +140,7 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_bert,
             kill_at=kill_at,
         )  # fmt: skip
 
-    killed = fit("a", "--trainer.callbacks+=tests.dist_probe.KillAtStep", kill_at=5)
+    killed = fit("a", "--trainer.callbacks+=tests.helpers.dist_probe.KillAtStep", kill_at=5)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     resumed = fit("a", "--ckpt_path", "last")

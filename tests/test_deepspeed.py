@@ -27,7 +27,7 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 from lit_lora.cli import build_cli, main  # noqa: E402
 from lit_lora.errors import LitLoraError  # noqa: E402
 from lit_lora.strategies import LitLoraDeepSpeed  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.helpers import REPO  # noqa: E402
 
 CONFIGS = REPO / "configs"
 EXTRAS = CONFIGS / "extras"
@@ -75,7 +75,7 @@ def _adalora(model: Path, data: Path, root: Path, *extra: str) -> list[str]:
     adalora = [
         "--model.adapter.init_r", "6", "--model.adapter.target_r", "3", "--model.adapter.delta_t", "2",
         "--data.batch_size", "4", "--trainer.max_epochs", "1", "--trainer.gradient_clip_val", "0.1",
-        "--trainer.callbacks+=tests.ds_probe.DumpRankPattern",
+        "--trainer.callbacks+=tests.helpers.ds_probe.DumpRankPattern",
     ]  # fmt: skip
     return [
         "fit",
@@ -92,7 +92,7 @@ def _accumulating(model: Path, data: Path, root: Path, *extra: str) -> list[str]
     accumulation = [
         "--trainer.accumulate_grad_batches", "2", "--trainer.gradient_clip_val", str(CLIP),
         "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.5", "--model.warmup_ratio", "0",
-        "--trainer.limit_val_batches", "0", "--trainer.callbacks+=tests.ds_probe.DumpSteps",
+        "--trainer.limit_val_batches", "0", "--trainer.callbacks+=tests.helpers.ds_probe.DumpSteps",
     ]  # fmt: skip
     return _lora(model, data, root, *extra, *accumulation)
 
@@ -184,7 +184,7 @@ def runs(
             _lora(tiny_bert, tiny_sst2, roots["z2_offload"], *offload2),
             _lora(
                 tiny_bert, tiny_sst2, roots["z3"], *zero3, *every_epoch,
-                "--trainer.callbacks+=tests.ds_probe.DumpLogits",
+                "--trainer.callbacks+=tests.helpers.ds_probe.DumpLogits",
             ),
             _lora(
                 tiny_bert, tiny_sst2, roots["z3_validated"], *zero3, "--model.adapter_path", str(adapter),

@@ -6,7 +6,7 @@ import pytest
 
 from lit_lora.adapters import Quantization
 from lit_lora.methods import DoraSpec
-from tests import method_grid as grid
+from tests.helpers import method_grid as grid
 
 R = 4
 

@@ -14,8 +14,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.metrics.language_model import label_matches, token_nll
 from lit_lora.models._choice_scores import choice_scores
 from lit_lora.models.causal_lm import label_replies
-from tests.helpers import trainer
-from tests.test_causal_lm import causal_lm
+from tests.helpers import causal_lm, trainer
 
 AG_ROWS = [
     ("Stocks rallied on Wall Street as oil prices fell.", "Business"),

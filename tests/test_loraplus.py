@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lit_lora.methods import LoraPlusSpec
-from tests import method_grid as grid
+from tests.helpers import method_grid as grid
 from tests.helpers import sst2, trainer
 
 R, RATIO, LR = 4, 8.0, 1e-3

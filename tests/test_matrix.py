@@ -14,8 +14,8 @@ from lit_lora import matrix
 from lit_lora.__main__ import main
 from lit_lora._matrix_spec import cell_command, load_spec, parse_spec
 from lit_lora._matrix_tables import Cell, to_csv, to_markdown
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 GSM8K = str(REPO / "configs" / "gsm8k_gpt2.yaml")
 
 

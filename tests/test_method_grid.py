@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lit_lora.methods import AdaLoraSpec, LoraSpec
-from tests import method_grid as grid
+from tests.helpers import method_grid as grid
 
 R, INIT_R = 4, 6
 METHODS = {

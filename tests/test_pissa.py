@@ -10,7 +10,7 @@ import torch
 from lit_lora import LitLoraError
 from lit_lora.adapters import Quantization
 from lit_lora.methods import PissaSpec
-from tests import method_grid as grid
+from tests.helpers import method_grid as grid
 
 R = 4
 

@@ -40,7 +40,7 @@ from lit_lora.models.base import PeftModule
 from lit_lora.models.classification import SequenceClassifier
 from lit_lora.sweep import run_sweep, validate_keys
 from lit_lora.sweep_spec import Sweep, load_sweep
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 for package in (lit_lora.data, lit_lora.methods, lit_lora.models):  # every subclass, registered
     for info in pkgutil.iter_modules(package.__path__):

@@ -17,9 +17,8 @@ from lit_lora._report_checks import load_state
 from lit_lora.callbacks import meter
 from lit_lora.errors import LitLoraError
 from lit_lora.report import approach, find_runs, fmt, stats
-from tests.test_cli import run_cli
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 
 
 def write_result(directory: Path, stage: str = "fit", seed: int = 1, r: int = 8, **fields: Any) -> Path:

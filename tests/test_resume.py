@@ -15,8 +15,8 @@ import torch
 from lit_lora import LitLoraError
 from lit_lora.callbacks.results import ResultsRecorder
 from lit_lora.models._checkpoint import take_own_rank_state
-from tests.conftest import REPO
-from tests.resume_probe import fit_case
+from tests.helpers import REPO
+from tests.helpers.resume_probe import fit_case
 
 
 def trained(module) -> dict[str, torch.Tensor]:
@@ -34,7 +34,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     # batch 5 of epoch 0. Killed after step 7, it leaves step 6's, saved after epoch 0's last batch;
     # resuming must train all of epoch 1.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "tests.resume_probe", method, str(tiny_bert), str(tiny_sst2)]
+    command = [sys.executable, "-m", "tests.helpers.resume_probe", method, str(tiny_bert), str(tiny_sst2)]
     killed = subprocess.run(
         [*command, str(tmp_path / "a"), str(kill_at)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -123,7 +123,7 @@ def test_ckpt_path_last_resumes_the_newest_last_checkpoint_of_an_earlier_version
         if "--ckpt_path" in extra:
             assert "Restoring states from the checkpoint path" in done.stderr + done.stdout
 
-    fit("a", "--trainer.callbacks+=tests.dist_probe.KillAtStep", env={"LIT_LORA_KILL_AT_STEP": "4"})
+    fit("a", "--trainer.callbacks+=tests.helpers.dist_probe.KillAtStep", env={"LIT_LORA_KILL_AT_STEP": "4"})
     fit("a", "--ckpt_path", "last")
     fit("b")
     adapter = "lightning_logs/{}/adapter/adapter_model.safetensors"

@@ -19,14 +19,7 @@ from lit_lora import AdaLoraSpec, LitLoraError, LoraSpec, Quantization
 from lit_lora.callbacks import NonFiniteLossGuard, ResultsRecorder
 from lit_lora.models import SequenceClassifier
 from tests.helpers import classifier, sst2, trainer
-
-
-class LossTrace(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
+from tests.helpers.training import changed_keys, fit, snapshot, trainable_keys
 
 
 class StopAfterFirstEpoch(L.Callback):
@@ -34,28 +27,6 @@ class StopAfterFirstEpoch(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         trainer.should_stop = True
-
-
-def snapshot(module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.peft_model.state_dict().items()}
-
-
-def fit(module, datamodule, root, **kwargs) -> LossTrace:
-    trace = LossTrace()
-    ckpt_path = kwargs.pop("ckpt_path", None)
-    callbacks = [trace, *kwargs.pop("callbacks", [])]
-    L.seed_everything(0)
-    trainer(root, callbacks=callbacks, **kwargs).fit(module, datamodule, ckpt_path=ckpt_path)
-    return trace
-
-
-def changed_keys(before, module) -> set[str]:
-    after = module.peft_model.state_dict()
-    return {k for k, v in before.items() if not torch.equal(v, after[k])}
-
-
-def trainable_keys(module) -> set[str]:
-    return {n for n, p in module.peft_model.named_parameters() if p.requires_grad}
 
 
 def test_only_adapter_and_head_weights_change(tiny_bert, tiny_sst2, tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from lit_lora.adapters import Quantization
 from lit_lora.methods.vera import VeraSpec
-from tests import method_grid as grid
+from tests.helpers import method_grid as grid
 
 R = 16
 
