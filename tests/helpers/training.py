@@ -20,6 +20,13 @@ class LossTrace(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
+class StopAfterFirstEpoch(L.Callback):
+    """Simulates an interrupted run: same schedule as the full run, stopped half-way."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.should_stop = True
+
+
 def fit(module: L.LightningModule, datamodule: L.LightningDataModule, root, **kwargs: Any) -> LossTrace:
     """Seeds everything with 0 and fits with the test trainer; ``ckpt_path`` and ``callbacks`` pass on."""
     trace = LossTrace()
