@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -19,14 +18,7 @@ from lit_lora import AdaLoraSpec, LitLoraError, LoraSpec, Quantization
 from lit_lora.callbacks import NonFiniteLossGuard, ResultsRecorder
 from lit_lora.models import SequenceClassifier
 from tests.helpers import classifier, sst2, trainer
-from tests.helpers.training import changed_keys, fit, snapshot, trainable_keys
-
-
-class StopAfterFirstEpoch(L.Callback):
-    """Simulates an interrupted run: same schedule as the full run, stopped half-way."""
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        trainer.should_stop = True
+from tests.helpers.training import StopAfterFirstEpoch, changed_keys, fit, snapshot, trainable_keys
 
 
 def test_only_adapter_and_head_weights_change(tiny_bert, tiny_sst2, tmp_path):
@@ -45,10 +37,12 @@ def test_pinned_losses(tiny_bert, tiny_sst2, tmp_path):
 
 
 def test_qlora_changes_adapters_only_and_keeps_4bit_weights(tiny_bert, tiny_sst2, tmp_path):
+    torch.manual_seed(0)  # the adapter is initialised here, by the snapshot, before fit seeds
     module = classifier(tiny_bert, num_labels=2, quantization=Quantization(mode="nf4"))
     before = snapshot(module)
     trace = fit(module, sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=3, limit_val_batches=1)
-    assert all(torch.isfinite(torch.tensor(trace.losses)))
+    # Pinned on torch 2.13 CPU: the first batches of test_pinned_losses, through 4-bit base weights.
+    assert trace.losses == pytest.approx([0.68869, 0.66496, 0.58519], abs=1e-4)
     assert changed_keys(before, module) == trainable_keys(module)
 
 
@@ -131,7 +125,8 @@ def test_adalora_reallocates_ranks_to_target_budget(tiny_bert, tiny_sst2, tmp_pa
     ranks = {name: sum(mask) for name, mask in saved["rank_pattern"].items()}
     assert len(ranks) == 4  # query and value in two layers
     assert sum(ranks.values()) == 3 * len(ranks)  # the target budget
-    assert len(set(ranks.values())) > 1  # reallocated, not uniform
+    # Reallocated, not uniform: pinned per module (seeded data order and weights).
+    assert list(ranks.values()) == [2, 3, 3, 4]
     assert max(ranks.values()) <= 6
 
 
@@ -144,7 +139,8 @@ def test_bf16_mixed_precision_with_gradient_clipping_trains(tiny_bert, tiny_sst2
         precision="bf16-mixed",
         gradient_clip_val=1.0,
     )
-    assert len(trace.losses) == 2 and all(torch.isfinite(torch.tensor(trace.losses)))
+    # Pinned on torch 2.13 CPU: bf16 autocast stays within 1e-4 of the fp32 run's first losses.
+    assert trace.losses == pytest.approx([0.69935, 0.67078], abs=1e-4)
 
 
 def test_lora_defaults_target_peft_architecture_modules(tiny_bert):
