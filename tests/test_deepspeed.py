@@ -205,6 +205,7 @@ def runs(
     return roots
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_zero2_and_zero3_with_and_without_offload_give_the_same_losses(runs):
     reference = _train_losses(runs["z2"])
     assert len(reference) == STEPS
@@ -212,6 +213,7 @@ def test_zero2_and_zero3_with_and_without_offload_give_the_same_losses(runs):
         assert _train_losses(runs[name]) == pytest.approx(reference, abs=1e-6), name
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_accumulation_under_zero2_and_zero3_steps_and_trains_as_ddp(runs):
     # Lightning's rule everywhere: a window ends every 2 batches and at an epoch's last batch.
     ddp = json.loads((runs["acc_ddp"] / "steps.0.json").read_text())
@@ -232,6 +234,7 @@ def test_accumulation_under_zero2_and_zero3_steps_and_trains_as_ddp(runs):
             torch.testing.assert_close(tensor, expected[key], atol=1e-6, rtol=0, msg=f"{name} {key}")
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_zero3_export_is_complete_and_reloads_with_the_in_memory_logits(runs, tiny_bert):
     # Every LoRA tensor is partitioned (persistence threshold 0), so an ungathered save writes (0,) shapes.
     zero3, zero2 = (
@@ -256,6 +259,7 @@ def test_zero3_export_is_complete_and_reloads_with_the_in_memory_logits(runs, ti
     assert validated["val/acc"] == fitted["val/acc"]
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_zero3_checkpoints_hold_no_frozen_weights_and_resume_exactly(runs, tiny_bert):
     checkpoint = _run_dir(runs["z3"]) / "checkpoints" / "epoch=0-step=3.ckpt"
     shards = sorted(checkpoint.glob("checkpoint/*model_states.pt"))
@@ -270,6 +274,7 @@ def test_zero3_checkpoints_hold_no_frozen_weights_and_resume_exactly(runs, tiny_
     assert resumed == pytest.approx(_train_losses(runs["z3"])[STEPS // 2 :], abs=1e-6)
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_a_decoders_evaluation_with_generation_under_zero3_scores_what_one_device_does(
     runs, tiny_llama, tiny_sst2, tmp_path
 ):
@@ -283,6 +288,7 @@ def test_a_decoders_evaluation_with_generation_under_zero3_scores_what_one_devic
     assert got["val/loss"] == pytest.approx(expected["val/loss"], abs=1e-5)
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_adalora_under_zero2_allocates_as_ddp_on_every_rank(runs, tiny_bert, tiny_sst2, tmp_path):
     root = tmp_path / "ada_zero2"
     result = _run_cli(*_adalora(tiny_bert, tiny_sst2, root, "--config", str(EXTRAS / "deepspeed_zero2.yaml")))

@@ -23,6 +23,7 @@ def trained(module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.peft_model.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.slow  # a killed process, then a resumed and a straight fit
 @pytest.mark.parametrize(
     ("method", "kill_at"), [("lora", 3), ("adalora", 3), ("qlora", 3), ("lora", 7)], ids=str
 )
@@ -100,6 +101,7 @@ def test_a_checkpoint_from_before_per_rank_state_resumes_in_one_process_only(mon
         take_own_rank_state(dict(legacy))
 
 
+@pytest.mark.slow  # three CLI fits in subprocesses
 def test_ckpt_path_last_resumes_the_newest_last_checkpoint_of_an_earlier_version(
     tiny_bert, tiny_sst2, tmp_path
 ):

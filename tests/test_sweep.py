@@ -284,6 +284,7 @@ def fit_spec(tmp_path: Path, parameters: dict[str, Any], *configs: Path) -> Path
     return path
 
 
+@pytest.mark.slow  # real fits in subprocesses
 def test_a_fit_that_fails_is_retried_on_the_next_invocation_up_to_the_limit(
     tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, fit_env: None, capsys: pytest.CaptureFixture
 ) -> None:
@@ -319,6 +320,7 @@ def test_a_fit_that_fails_is_retried_on_the_next_invocation_up_to_the_limit(
     assert lines[1] == f"lit_lora sweep: 1 runs in {out}: 1 failed"
 
 
+@pytest.mark.slow  # real fits in subprocesses, one killed
 def test_a_sweep_killed_mid_run_resumes_it_from_its_last_checkpoint(
     tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, fit_env: None, capsys: pytest.CaptureFixture
 ) -> None:
