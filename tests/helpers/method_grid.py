@@ -22,7 +22,7 @@ from lit_lora.methods import ADAPTER, PeftMethod
 from lit_lora.models import CausalLM, PeftModule, QuestionAnswering, SequenceClassifier
 from lit_lora.report import approach
 from tests.helpers import sst2
-from tests.helpers.training import LossTrace, StopAfterFirstEpoch, fit
+from tests.helpers.training import LossTrace, fit
 
 TASKS = ("classification", "causal_lm", "question_answering")
 # Two projections of different shapes in Llama (grouped-query attention narrows v_proj).
@@ -180,7 +180,7 @@ def check_method_on_task(
 
 
 def check_resume(spec: PeftMethod, tiny_bert: Path, tiny_sst2: Path, root: Path) -> None:
-    """Stopped after one of two epochs and resumed from its checkpoint, a classifier run continues the
+    """Resumed from the checkpoint its first of two epochs left, a classifier run continues the
     uninterrupted run's loss curve and ends on its weights."""
 
     def run(name: str, *callbacks: L.Callback, ckpt_path: str | None = None) -> tuple[PeftModule, LossTrace]:
@@ -190,10 +190,10 @@ def check_resume(spec: PeftMethod, tiny_bert: Path, tiny_sst2: Path, root: Path)
                     enable_checkpointing=True, ckpt_path=ckpt_path)  # fmt: skip
         return module, trace
 
-    straight, straight_losses = run("straight")
-    run("stopped", StopAfterFirstEpoch(), ModelCheckpoint(dirpath=root / "ckpt", save_last=True))
-    resumed, resumed_losses = run("resumed", ckpt_path=str(root / "ckpt" / "last.ckpt"))
+    # The uninterrupted run keeps each epoch's checkpoint: no second run is needed to stop half-way.
+    straight, straight_losses = run("straight", ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1))
     half = len(straight_losses.losses) // 2
+    resumed, resumed_losses = run("resumed", ckpt_path=str(root / "ckpt" / f"epoch=0-step={half}.ckpt"))
     assert resumed_losses.losses == pytest.approx(straight_losses.losses[half:], abs=1e-5)
     expected = {n: p for n, p in straight.peft_model.named_parameters() if p.requires_grad}
     for name, param in resumed.peft_model.named_parameters():
