@@ -8,12 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from lit_lora import LitLoraError
 from lit_lora.callbacks.results import ResultsRecorder
+from lit_lora.models import SequenceClassifier
 from lit_lora.models._checkpoint import take_own_rank_state
 from tests.helpers import REPO
 from tests.helpers.resume_probe import fit_case
@@ -23,12 +25,26 @@ def trained(module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.peft_model.named_parameters() if p.requires_grad}
 
 
+@pytest.fixture(scope="module")
+def straight_fit(tiny_bert, tiny_sst2, tmp_path_factory) -> Callable[[str], SequenceClassifier]:
+    """The uninterrupted fit of a method, run once per module: both of LoRA's kill points compare to it."""
+    fits: dict[str, SequenceClassifier] = {}
+
+    def straight(method: str) -> SequenceClassifier:
+        if method not in fits:
+            root = tmp_path_factory.mktemp(f"straight_{method}")
+            fits[method] = fit_case(method, tiny_bert, tiny_sst2, root)
+        return fits[method]
+
+    return straight
+
+
 @pytest.mark.slow  # a killed process, then a resumed and a straight fit
 @pytest.mark.parametrize(
     ("method", "kill_at"), [("lora", 3), ("adalora", 3), ("qlora", 3), ("lora", 7)], ids=str
 )
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
-    method, kill_at, tiny_bert, tiny_sst2, tmp_path
+    method, kill_at, tiny_bert, tiny_sst2, tmp_path, straight_fit
 ):
     # 96 rows in batches of 8, 2 batches per optimizer step: 6 steps an epoch, a checkpoint every 2.
     # Killed after step 3 (batch 6 of 12), the run leaves its step-2 checkpoint; resuming must start at
@@ -46,7 +62,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert torch.load(last, weights_only=True)["global_step"] == saved_step  # plain tensors and containers
 
     resumed = fit_case(method, tiny_bert, tiny_sst2, tmp_path / "a", ckpt_path=str(last))
-    straight = fit_case(method, tiny_bert, tiny_sst2, tmp_path / "b")
+    straight = straight_fit(method)
     assert resumed.trainer.global_step == straight.trainer.global_step == 12
     expected, got = trained(straight), trained(resumed)
     assert expected.keys() == got.keys()
