@@ -44,6 +44,7 @@ def test_bad_input_ends_the_process_with_one_line_and_status_2():
     assert len(errors) == 1 and "model.adapter.rr: unknown key" in errors[0], result.stderr[-2000:]
 
 
+@pytest.mark.slow  # fit, test and predict processes
 def test_fit_then_test_from_the_command_line(tiny_bert, tiny_sst2, tmp_path):
     common = ["--model.model_name_or_path", str(tiny_bert), "--data.data_dir", str(tiny_sst2)]
     fit = run_cli(

@@ -51,6 +51,7 @@ def _result(out: Path, model: str, task: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # a matrix of real CLI fits
 def test_matrix_runs_cells_skips_finished_and_records_failures(
     tiny_llama: Path, gsm8k_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

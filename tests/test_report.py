@@ -137,6 +137,7 @@ def test_an_ensemble_test_run_joins_no_fit_though_its_first_member_is_one(tmp_pa
     assert "1 records with no fit record" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow  # a real fit and test run
 def test_report_joins_a_real_fit_and_its_test_run(
     tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_lora.callbacks.results import ResultsRecorder
@@ -19,6 +20,7 @@ def fit_recorded(root, model, data, max_epochs, ckpt_path=None, callbacks=()):
     return module.trainer, json.loads((root / "results.json").read_text())
 
 
+@pytest.mark.slow  # a fit checkpointing every step, then a resumed fit
 def test_a_fit_resumed_at_an_epochs_last_batch_records_both_processes(tiny_bert, tiny_sst2, tmp_path):
     # Saved at the last batch, the resumed run goes straight to that epoch's end without an epoch start.
     saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)

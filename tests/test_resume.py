@@ -39,7 +39,6 @@ def straight_fit(tiny_bert, tiny_sst2, tmp_path_factory) -> Callable[[str], Sequ
     return straight
 
 
-@pytest.mark.slow  # a killed process, then a resumed and a straight fit
 @pytest.mark.parametrize(
     ("method", "kill_at"), [("lora", 3), ("adalora", 3), ("qlora", 3), ("lora", 7)], ids=str
 )

@@ -102,7 +102,6 @@ def test_resume_continues_step_count_and_loss_curve(tiny_bert, tiny_sst2, tmp_pa
     assert ckpt.stat().st_size < 0.1 * base_bytes
 
 
-@pytest.mark.slow  # 96 micro-batches
 def test_adalora_reallocates_ranks_to_target_budget(tiny_bert, tiny_sst2, tmp_path, monkeypatch):
     steps: list[int] = []
     original = AdaLoraModel.update_and_allocate
