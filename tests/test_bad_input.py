@@ -3,36 +3,15 @@ nothing left behind."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.bad_inputs import cases, error_lines, run_case
-from tests.conftest import GSM8K_ROWS
+from tests.helpers.bad_inputs import cases, error_lines, run_case
 
-# Built without the session fixtures so that `python -m tests.bad_inputs` can make them too.
+# Cases named without the session fixtures (the ids); each test builds its own case on the fixtures.
 _PLACEHOLDER = Path("/nonexistent")
 CASES = cases(_PLACEHOLDER, _PLACEHOLDER, _PLACEHOLDER)
-
-
-def make_fixtures(directory: Path, tokenizer_source: Path, shape: dict) -> tuple[Path, Path, Path]:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from lit_lora.data.demo import write_demo_sentiment
-
-    model = directory / "model"
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **shape)).save_pretrained(model)
-    tokenizer.save_pretrained(model)
-    data = write_demo_sentiment(directory / "data")
-    gsm8k = directory / "gsm8k"
-    gsm8k.mkdir()
-    for split in ("train", "test"):
-        (gsm8k / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
-    return model, data, gsm8k
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -16,17 +16,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lit_lora.adapters import AdaLoraSpec, LoraSpec
 from lit_lora.data import GSM8KDataModule, WikiTextDataModule
 from lit_lora.metrics.language_model import token_nll
-from lit_lora.models import CausalLM
 from lit_lora.tiny_decoder import BUILTIN_TEXT
-from tests.conftest import GSM8K_ROWS, SHARED_DATA
-from tests.helpers import quantized, trainer
-
-
-def causal_lm(model: Path, **kwargs) -> CausalLM:
-    kwargs.setdefault("adapter", LoraSpec(r=4, alpha=8, dropout=0.0))
-    kwargs.setdefault("learning_rate", 1e-2)
-    kwargs.setdefault("warmup_ratio", 0.0)
-    return CausalLM(str(model), **kwargs)
+from tests.helpers import GSM8K_ROWS, SHARED_DATA, causal_lm, quantized, trainer
+from tests.helpers.training import LossTrace
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +100,9 @@ def test_wikitext_perplexity_falls_after_a_few_steps(tiny_llama, text_dir, tmp_p
     assert after < 0.9 * before
 
 
-class StepLosses(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-
 def test_pinned_losses_for_three_steps_on_a_seeded_tiny_llama(tiny_llama, text_dir, tmp_path):
     L.seed_everything(0)
-    losses = StepLosses()
+    losses = LossTrace()
     model = causal_lm(tiny_llama, adapter=LoraSpec(r=4, alpha=8, dropout=0.0))
     trainer(tmp_path, max_steps=3, callbacks=[losses]).fit(model, wikitext(tiny_llama, text_dir))
     assert losses.losses == pytest.approx([6.4085, 6.3784, 6.3342], abs=2e-3)
@@ -171,10 +155,13 @@ def test_qlora_nf4_trains_the_adapter_and_keeps_lm_head_in_full_precision(tiny_l
 
 
 def test_adalora_on_a_decoder_trains_with_its_regulariser(tiny_llama, text_dir, tmp_path):
+    L.seed_everything(0)
     model = causal_lm(tiny_llama, adapter=AdaLoraSpec(init_r=4, target_r=2, tinit=1, tfinal=1))
     fit = trainer(tmp_path, max_steps=4)
     fit.fit(model, wikitext(tiny_llama, text_dir))
-    assert model.describe()["method"] == "adalora" and float(fit.callback_metrics["train/orth_reg"]) > 0
+    assert model.describe()["method"] == "adalora"
+    # Pinned on torch 2.13 CPU: P and Q drift from orthogonality and the regulariser measures it.
+    assert float(fit.callback_metrics["train/orth_reg"]) == pytest.approx(0.17742, abs=1e-4)
 
 
 def test_saved_adapter_reloads_to_identical_logits(tiny_llama, text_dir, tmp_path):

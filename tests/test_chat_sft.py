@@ -19,8 +19,7 @@ from lit_lora.data import ChatSFTDataModule, ChatSource
 from lit_lora.data._mixing import quotas
 from lit_lora.errors import LitLoraError
 from lit_lora.models import CausalLM
-from tests.conftest import REPO
-from tests.helpers import trainer
+from tests.helpers import REPO, trainer
 
 # ChatML without generation tags: assistant spans are found by rendering prefixes.
 CHATML = (

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,21 +12,10 @@ from transformers import AutoModelForSequenceClassification
 from lit_lora import AdaLoraSpec
 from lit_lora.cli import build_cli
 from lit_lora.methods import PeftMethod
-from tests.conftest import REPO
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-
-
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "lit_lora", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
@@ -59,6 +44,7 @@ def test_bad_input_ends_the_process_with_one_line_and_status_2():
     assert len(errors) == 1 and "model.adapter.rr: unknown key" in errors[0], result.stderr[-2000:]
 
 
+@pytest.mark.slow  # fit, test and predict processes
 def test_fit_then_test_from_the_command_line(tiny_bert, tiny_sst2, tmp_path):
     common = ["--model.model_name_or_path", str(tiny_bert), "--data.data_dir", str(tiny_sst2)]
     fit = run_cli(
@@ -70,7 +56,10 @@ def test_fit_then_test_from_the_command_line(tiny_bert, tiny_sst2, tmp_path):
     record = json.loads((run / "results.json").read_text())
     assert record["stage"] == "fit" and record["config_name"] == "sst2_lora" and record["method"] == "lora"
     assert {"val/acc", "val/f1", "train/loss"} <= set(record["metrics"])
-    assert record["parameters"]["trainable"] > 0 and record["train_samples"] == 96
+    # LoRA r=8 on query and value (4 x 8 x (32 + 32)) + classifier (2 x 32 + 2) + pooler (32 x 32 + 32).
+    assert record["parameters"]["trainable"] == 2048 + 66 + 1056 and record["train_samples"] == 96
+    assert record["metrics"]["val/acc"] == 15 / 32
+    assert record["metrics"]["train/loss"] == pytest.approx(0.69266, abs=1e-4)
     assert record["samples_per_s"] > 0 and record["peak_memory_mb"] > 0
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["init_args"]["data_dir"] == str(
         tiny_sst2
@@ -85,7 +74,10 @@ def test_fit_then_test_from_the_command_line(tiny_bert, tiny_sst2, tmp_path):
     assert test.returncode == 0, test.stderr[-3000:]
     tested = json.loads((tmp_path / "test" / "lightning_logs" / "version_0" / "results.json").read_text())
     assert tested["stage"] == "test" and tested["test_samples"] == 32
-    assert 0.0 <= tested["metrics"]["test/acc"] <= 1.0 and "test/f1" in tested["metrics"]
+    # Pinned for seed_everything 42 on torch 2.13 CPU: one epoch leaves the tiny model near chance.
+    assert tested["metrics"]["test/acc"] == 12 / 32
+    assert tested["metrics"]["test/loss"] == pytest.approx(0.69598, abs=1e-4)
+    assert tested["metrics"]["test/f1"] == 0.0  # no positive predictions yet
 
     predict = run_cli(
         "predict", "--config", "configs/sst2_lora.yaml", *common, "--data.test_split", "test",

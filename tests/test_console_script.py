@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_the_lit_lora_script_runs_lit_loras_own_subcommands_too(tmp_path: Path) -> None:

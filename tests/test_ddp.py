@@ -19,11 +19,10 @@ import pytest
 import torch
 
 from lit_lora import AdaLoraSpec
-from tests.conftest import REPO
-from tests.helpers import classifier, sst2, trainer
+from tests.helpers import REPO, classifier, sst2, trainer
 
 DDP = ["--config", "configs/extras/ddp.yaml", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-PROBE = ["--trainer.callbacks+=tests.dist_probe.RankDump", "--trainer.enable_progress_bar", "false"]
+PROBE = ["--trainer.callbacks+=tests.helpers.dist_probe.RankDump", "--trainer.enable_progress_bar", "false"]
 
 
 def free_port() -> int:
@@ -58,6 +57,7 @@ def assert_ranks_hold_the_same_weights(dumps: list[dict]) -> None:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow  # two processes, MiniLM on real SST-2 rows
 def test_ddp_fit_validate_and_predict_match_one_process(minilm, tmp_path):
     shared = REPO.parent / "shared" / "data" / "sst2"
     if not shared.is_dir():
@@ -101,6 +101,7 @@ def test_ddp_fit_validate_and_predict_match_one_process(minilm, tmp_path):
     assert [r["confidence"] for r in ddp_rows] == pytest.approx([r["confidence"] for r in expected], abs=1e-5)
 
 
+@pytest.mark.slow  # two processes
 def test_adalora_under_ddp_allocates_the_same_ranks_on_every_rank(tiny_bert, tiny_sst2, tmp_path):
     fit = run_two_ranks(
         "fit", "--config", "configs/sst2_adalora.yaml", *DDP, *PROBE,
@@ -120,6 +121,7 @@ def test_adalora_under_ddp_allocates_the_same_ranks_on_every_rank(tiny_bert, tin
     assert {len(mask) for mask in patterns[0].values()} == {spec.init_r}
 
 
+@pytest.mark.slow  # three two-process fits
 def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_bert, tiny_sst2, tmp_path):
     # 36 rows in length-grouped batches of 8: 5 batches an epoch, so rank 0 trains 8, 8 and 4 rows and
     # rank 1 8, 8 and a repeat of batch 0 that evens out the ranks. Their batches differ in shape, so
@@ -141,7 +143,7 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_bert,
             kill_at=kill_at,
         )  # fmt: skip
 
-    killed = fit("a", "--trainer.callbacks+=tests.dist_probe.KillAtStep", kill_at=5)
+    killed = fit("a", "--trainer.callbacks+=tests.helpers.dist_probe.KillAtStep", kill_at=5)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
     resumed = fit("a", "--ckpt_path", "last")

@@ -27,7 +27,7 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 from lit_lora.cli import build_cli, main  # noqa: E402
 from lit_lora.errors import LitLoraError  # noqa: E402
 from lit_lora.strategies import LitLoraDeepSpeed  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from tests.helpers import REPO  # noqa: E402
 
 CONFIGS = REPO / "configs"
 EXTRAS = CONFIGS / "extras"
@@ -75,7 +75,7 @@ def _adalora(model: Path, data: Path, root: Path, *extra: str) -> list[str]:
     adalora = [
         "--model.adapter.init_r", "6", "--model.adapter.target_r", "3", "--model.adapter.delta_t", "2",
         "--data.batch_size", "4", "--trainer.max_epochs", "1", "--trainer.gradient_clip_val", "0.1",
-        "--trainer.callbacks+=tests.ds_probe.DumpRankPattern",
+        "--trainer.callbacks+=tests.helpers.ds_probe.DumpRankPattern",
     ]  # fmt: skip
     return [
         "fit",
@@ -92,7 +92,7 @@ def _accumulating(model: Path, data: Path, root: Path, *extra: str) -> list[str]
     accumulation = [
         "--trainer.accumulate_grad_batches", "2", "--trainer.gradient_clip_val", str(CLIP),
         "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.5", "--model.warmup_ratio", "0",
-        "--trainer.limit_val_batches", "0", "--trainer.callbacks+=tests.ds_probe.DumpSteps",
+        "--trainer.limit_val_batches", "0", "--trainer.callbacks+=tests.helpers.ds_probe.DumpSteps",
     ]  # fmt: skip
     return _lora(model, data, root, *extra, *accumulation)
 
@@ -184,7 +184,7 @@ def runs(
             _lora(tiny_bert, tiny_sst2, roots["z2_offload"], *offload2),
             _lora(
                 tiny_bert, tiny_sst2, roots["z3"], *zero3, *every_epoch,
-                "--trainer.callbacks+=tests.ds_probe.DumpLogits",
+                "--trainer.callbacks+=tests.helpers.ds_probe.DumpLogits",
             ),
             _lora(
                 tiny_bert, tiny_sst2, roots["z3_validated"], *zero3, "--model.adapter_path", str(adapter),
@@ -205,6 +205,7 @@ def runs(
     return roots
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_zero2_and_zero3_with_and_without_offload_give_the_same_losses(runs):
     reference = _train_losses(runs["z2"])
     assert len(reference) == STEPS
@@ -212,6 +213,7 @@ def test_zero2_and_zero3_with_and_without_offload_give_the_same_losses(runs):
         assert _train_losses(runs[name]) == pytest.approx(reference, abs=1e-6), name
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_accumulation_under_zero2_and_zero3_steps_and_trains_as_ddp(runs):
     # Lightning's rule everywhere: a window ends every 2 batches and at an epoch's last batch.
     ddp = json.loads((runs["acc_ddp"] / "steps.0.json").read_text())
@@ -232,6 +234,7 @@ def test_accumulation_under_zero2_and_zero3_steps_and_trains_as_ddp(runs):
             torch.testing.assert_close(tensor, expected[key], atol=1e-6, rtol=0, msg=f"{name} {key}")
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_zero3_export_is_complete_and_reloads_with_the_in_memory_logits(runs, tiny_bert):
     # Every LoRA tensor is partitioned (persistence threshold 0), so an ungathered save writes (0,) shapes.
     zero3, zero2 = (
@@ -256,6 +259,7 @@ def test_zero3_export_is_complete_and_reloads_with_the_in_memory_logits(runs, ti
     assert validated["val/acc"] == fitted["val/acc"]
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_zero3_checkpoints_hold_no_frozen_weights_and_resume_exactly(runs, tiny_bert):
     checkpoint = _run_dir(runs["z3"]) / "checkpoints" / "epoch=0-step=3.ckpt"
     shards = sorted(checkpoint.glob("checkpoint/*model_states.pt"))
@@ -270,6 +274,7 @@ def test_zero3_checkpoints_hold_no_frozen_weights_and_resume_exactly(runs, tiny_
     assert resumed == pytest.approx(_train_losses(runs["z3"])[STEPS // 2 :], abs=1e-6)
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_a_decoders_evaluation_with_generation_under_zero3_scores_what_one_device_does(
     runs, tiny_llama, tiny_sst2, tmp_path
 ):
@@ -283,6 +288,7 @@ def test_a_decoders_evaluation_with_generation_under_zero3_scores_what_one_devic
     assert got["val/loss"] == pytest.approx(expected["val/loss"], abs=1e-5)
 
 
+@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
 def test_adalora_under_zero2_allocates_as_ddp_on_every_rank(runs, tiny_bert, tiny_sst2, tmp_path):
     root = tmp_path / "ada_zero2"
     result = _run_cli(*_adalora(tiny_bert, tiny_sst2, root, "--config", str(EXTRAS / "deepspeed_zero2.yaml")))

@@ -19,8 +19,7 @@ from lit_lora.callbacks.results import ResultsRecorder
 from lit_lora.cli import build_cli, main
 from lit_lora.devices import check_device_support, check_single_device
 from lit_lora.errors import LitLoraError
-from tests.conftest import REPO
-from tests.helpers import classifier, sst2, trainer
+from tests.helpers import REPO, classifier, sst2, trainer
 
 MPS = torch.device("mps", 0)
 SST2 = str(REPO / "configs" / "sst2_lora.yaml")

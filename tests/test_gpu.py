@@ -18,10 +18,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from lit_lora import Quantization
 from lit_lora.callbacks import ResultsRecorder
 from lit_lora.callbacks.results import run_dir
-from tests.conftest import REPO
-from tests.helpers import classifier, sst2, trainer
-from tests.test_cli import run_cli
-from tests.test_training import LossTrace, fit, trainable_keys
+from tests.helpers import REPO, classifier, sst2, trainer
+from tests.helpers.cli import run_cli
+from tests.helpers.training import LossTrace, changed_keys, fit, snapshot, trainable_keys
 
 DEVICE = "cuda"
 pytestmark = [
@@ -42,18 +41,9 @@ class DeviceProbe(L.Callback):
         self.types.add(batch["input_ids"].device.type)
 
 
-def cpu_snapshot(module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.peft_model.state_dict().items()}
-
-
-def changed_keys(before: dict[str, torch.Tensor], module) -> set[str]:
-    after = module.peft_model.state_dict()
-    return {k for k, v in before.items() if not torch.equal(v, after[k].detach().cpu())}
-
-
 def test_bf16_lora_trains_only_the_adapter_on_cuda(tiny_bert, tiny_sst2, tmp_path):
     module = classifier(tiny_bert, num_labels=2)
-    before = cpu_snapshot(module)
+    before = snapshot(module)
     on_device = DeviceProbe()
     trace = fit(
         module, sst2(tiny_bert, tiny_sst2), tmp_path, accelerator=DEVICE, precision="bf16-mixed",
@@ -186,7 +176,7 @@ def test_zero3_partitions_the_base_at_load_on_two_gpus(tiny_bert, tiny_sst2, tmp
         # DeepSpeed's communication buckets (2e8 elements each by default) small beside the weights.
         "--trainer.strategy.reduce_bucket_size", "1000000",
         "--trainer.strategy.allgather_bucket_size", "1000000",
-        "--trainer.callbacks+=tests.ds_probe.DumpPeakMemory",
+        "--trainer.callbacks+=tests.helpers.ds_probe.DumpPeakMemory",
         "--trainer.default_root_dir", str(tmp_path / "fit"),
     )  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr[-3000:]

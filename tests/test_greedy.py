@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lit_lora.models import _greedy, causal_lm
 from lit_lora.models._greedy import greedy_generate
 from lit_lora.models.causal_lm import projection_names
-from tests.test_causal_lm import causal_lm as build_causal_lm
+from tests.helpers import causal_lm as build_causal_lm
 
 PROMPT_LENGTHS, NEW_TOKENS, PAD = (6, 2, 9, 4, 7), 16, 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +15,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.metrics.language_model import label_matches, token_nll
 from lit_lora.models._choice_scores import choice_scores
 from lit_lora.models.causal_lm import label_replies
-from tests.helpers import trainer
-from tests.test_causal_lm import causal_lm
+from tests.helpers import causal_lm, trainer
 
 AG_ROWS = [
     ("Stocks rallied on Wall Street as oil prices fell.", "Business"),
@@ -162,11 +162,14 @@ def test_generated_labels_match_on_their_first_line_or_word():
 
 
 def test_fit_then_validate_and_test_log_accuracy_and_exact_match(tiny_llama, ag_dir, tmp_path):
+    L.seed_everything(0)
     data = ag_news(tiny_llama, ag_dir, max_eval_samples=6)
     model = causal_lm(tiny_llama, max_new_tokens=64)
     run = trainer(tmp_path, max_steps=2, limit_val_batches=None)
     run.fit(model, data)
+    # Pinned on torch 2.13 CPU: accuracy scores the likeliest label word, exact match the generated text.
+    expected = {"val": {"acc": 0.0, "ppl": 491.393}, "test": {"acc": pytest.approx(1 / 3), "ppl": 530.717}}
     for stage, results in (("val", run.validate(model, data)[0]), ("test", run.test(model, data)[0])):
-        assert 0.0 <= results[f"{stage}/acc"] <= 1.0
-        assert 0.0 <= results[f"{stage}/exact_match"] <= 1.0
-        assert results[f"{stage}/ppl"] > 1.0
+        assert results[f"{stage}/acc"] == expected[stage]["acc"]
+        assert results[f"{stage}/exact_match"] == 0.0  # two steps do not teach it to generate the label
+        assert results[f"{stage}/ppl"] == pytest.approx(expected[stage]["ppl"], rel=1e-4)

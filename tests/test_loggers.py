@@ -19,8 +19,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from lit_lora.cli import build_cli
 from lit_lora.loggers import ClaimedCSVLogger, claim_version, wandb_reachable
 from lit_lora.sweep_spec import param_args
-from tests.conftest import REPO
-from tests.test_cli import run_cli
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 
 
 def test_wandb_is_unreachable_without_key_or_server(monkeypatch):

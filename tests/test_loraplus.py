@@ -1,31 +1,22 @@
-"""LoRA+ on every task module: the method-grid checks, the optimizer's two learning rates, a resume."""
+"""LoRA+'s optimizer: two learning rates (grid checks: test_method_grid.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from lit_lora.methods import LoraPlusSpec
-from tests import method_grid as grid
+from tests.helpers import method_grid as grid
 from tests.helpers import sst2, trainer
 
 R, RATIO, LR = 4, 8.0, 1e-3
 
 
-def spec(task: str) -> LoraPlusSpec:
-    return LoraPlusSpec(r=R, dropout=0.0, lr_ratio=RATIO, target_modules=grid.TARGETS[task])
-
-
-def count(shapes: list[tuple[int, int]]) -> int:
-    return sum(R * (d_in + d_out) for d_in, d_out in shapes)  # plain LoRA adapters
-
-
-@pytest.mark.parametrize("task", grid.TASKS)
-def test_loraplus_on_task(task, tiny_models, tmp_path):
-    grid.check_method_on_task(task, spec, tiny_models, tmp_path / "adapter", count, ("loraplus", "LoRA+"))
+def spec() -> LoraPlusSpec:
+    return LoraPlusSpec(r=R, dropout=0.0, lr_ratio=RATIO, target_modules=["query", "value"])
 
 
 def test_the_optimizer_trains_b_faster_than_a(tiny_models, tiny_sst2, tmp_path):
-    module = grid.build("classification", spec("classification"), tiny_models, learning_rate=LR)
+    module = grid.build("classification", spec(), tiny_models, learning_rate=LR)
     fit = trainer(tmp_path, max_steps=1)
     fit.fit(module, sst2(tiny_models["bert"], tiny_sst2))
     # The schedule scales each group's lr from the "initial_lr" it found there.
@@ -35,7 +26,3 @@ def test_the_optimizer_trains_b_faster_than_a(tiny_models, tiny_sst2, tmp_path):
     for name, param in names.items():
         faster = "lora_B" in name or param.ndim == 1  # PEFT's rule: B matrices and 1-D parameters
         assert lr_of[id(param)] == pytest.approx(LR * (RATIO if faster else 1.0)), name
-
-
-def test_loraplus_resumes_exactly(tiny_bert, tiny_sst2, tmp_path):
-    grid.check_resume(spec("classification"), tiny_bert, tiny_sst2, tmp_path)

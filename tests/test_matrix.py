@@ -14,8 +14,8 @@ from lit_lora import matrix
 from lit_lora.__main__ import main
 from lit_lora._matrix_spec import cell_command, load_spec, parse_spec
 from lit_lora._matrix_tables import Cell, to_csv, to_markdown
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 GSM8K = str(REPO / "configs" / "gsm8k_gpt2.yaml")
 
 
@@ -51,6 +51,7 @@ def _result(out: Path, model: str, task: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # a matrix of real CLI fits
 def test_matrix_runs_cells_skips_finished_and_records_failures(
     tiny_llama: Path, gsm8k_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,8 +8,7 @@ import yaml
 
 from lit_lora.cli import build_cli
 from lit_lora.methods import LoraPlusSpec
-from tests.conftest import REPO
-from tests.helpers import classifier, sst2, trainer
+from tests.helpers import REPO, classifier, sst2, trainer
 
 
 def configured(module, tiny_bert, tiny_sst2, tmp_path):

@@ -13,7 +13,7 @@ from lit_lora.cli import build_cli
 from lit_lora.data import ChatSFTDataModule
 from lit_lora.data._mixing import quotas
 from lit_lora.models import CausalLM
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 CONFIG = str(REPO / "configs" / "qlora_sft_deepspeed.yaml")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lit_lora import _quiet
-from tests.test_cli import REPO, run_cli
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 
 # One fragment of each known message (lit_lora/_quiet.py says where each comes from and why it is harmless).
 NOISE = (

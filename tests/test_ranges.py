@@ -13,10 +13,7 @@ import inspect
 import io
 import json
 import math
-import os
 import pkgutil
-import subprocess
-import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -40,7 +37,8 @@ from lit_lora.models.base import PeftModule
 from lit_lora.models.classification import SequenceClassifier
 from lit_lora.sweep import run_sweep, validate_keys
 from lit_lora.sweep_spec import Sweep, load_sweep
-from tests.conftest import REPO
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
 
 for package in (lit_lora.data, lit_lora.methods, lit_lora.models):  # every subclass, registered
     for info in pkgutil.iter_modules(package.__path__):
@@ -315,16 +313,8 @@ def test_the_python_api_refuses_a_subclass_field_by_its_key():
 
 def test_an_out_of_range_value_ends_the_process_with_one_line_and_status_2(tmp_path):
     # merge starts without torch, so a real process is cheap; fit's exit path is test_cli's and bad_inputs'.
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = ["merge", "a", "b", "--method", "ties", "--weights", "1", "1", "--density", "0", "--out", "merged"]
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_lora", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == ["lit_lora: error: --density=0.0 must be a number in (0, 1]"], (
         result.stderr

@@ -22,7 +22,7 @@ import lit_lora.methods
 from lit_lora import _merge_checks, merge
 from lit_lora.errors import LitLoraError
 from lit_lora.methods import METHODS, LoraSpec, PeftMethod, method_of
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_every_method_file_is_registered_and_exported():

@@ -17,47 +17,9 @@ from lit_lora._report_checks import load_state
 from lit_lora.callbacks import meter
 from lit_lora.errors import LitLoraError
 from lit_lora.report import approach, find_runs, fmt, stats
-from tests.test_cli import run_cli
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def write_result(directory: Path, stage: str = "fit", seed: int = 1, r: int = 8, **fields: Any) -> Path:
-    """A results.json shaped like ResultsRecorder's, in ``directory/lightning_logs/version_0``."""
-    record: dict[str, Any] = {
-        "stage": stage,
-        "config_name": "sst2_lora",
-        "method": "lora",
-        "quantization": "none",
-        "ranks": {"r": r, "rank_pattern": {}},
-        "metrics": {"val/acc": 0.8, "val/f1": 0.7},
-        "parameters": {"trainable": 1000 * r, "total": 1_000_000, "trainable_pct": 0.1 * r},
-        "peak_memory_mb": 500.0,
-        "memory_kind": "cpu_peak_rss",
-        "wall_time_s": 12.0,
-        "train_time_s": 10.0,
-        "samples_per_s": 30.0,
-        "seed": seed,
-        "device": "cpu",
-        "precision": "32-true",
-        "config": {
-            "seed_everything": seed,
-            "trainer": {"default_root_dir": f"runs/{directory.name}", "max_epochs": 1},
-            "model": {"init_args": {"adapter": {"r": r, "alpha": 2 * r}}},
-            "data": {"init_args": {"seed": seed}},
-        },
-    }
-    record.update(fields)
-    path = directory / "lightning_logs" / "version_0" / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record))
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
-
+from tests.helpers import REPO
+from tests.helpers.cli import run_cli
+from tests.helpers.records import read_csv, write_result
 
 ACCS = {1: 0.81, 2: 0.84, 3: 0.86}
 MEMS = {1: 510.0, 2: 530.0, 3: 560.0}
@@ -138,6 +100,7 @@ def test_an_ensemble_test_run_joins_no_fit_though_its_first_member_is_one(tmp_pa
     assert "1 records with no fit record" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow  # a real fit and test run
 def test_report_joins_a_real_fit_and_its_test_run(
     tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

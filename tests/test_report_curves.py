@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from lit_lora.__main__ import main as lit_lora_main
-from tests.test_report import read_csv, write_result
+from tests.helpers.records import read_csv, write_result
 
 # Lightning's CSVLogger layout: the step column counts optimizer steps; validation rows at epoch end.
 HEADER = "epoch,step,train/loss,val/acc,val/loss\n"

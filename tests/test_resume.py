@@ -8,33 +8,49 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from lit_lora import LitLoraError
 from lit_lora.callbacks.results import ResultsRecorder
+from lit_lora.models import SequenceClassifier
 from lit_lora.models._checkpoint import take_own_rank_state
-from tests.conftest import REPO
-from tests.resume_probe import fit_case
+from tests.helpers import REPO
+from tests.helpers.resume_probe import fit_case
 
 
 def trained(module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.peft_model.named_parameters() if p.requires_grad}
 
 
+@pytest.fixture(scope="module")
+def straight_fit(tiny_bert, tiny_sst2, tmp_path_factory) -> Callable[[str], SequenceClassifier]:
+    """The uninterrupted fit of a method, run once per module: both of LoRA's kill points compare to it."""
+    fits: dict[str, SequenceClassifier] = {}
+
+    def straight(method: str) -> SequenceClassifier:
+        if method not in fits:
+            root = tmp_path_factory.mktemp(f"straight_{method}")
+            fits[method] = fit_case(method, tiny_bert, tiny_sst2, root)
+        return fits[method]
+
+    return straight
+
+
 @pytest.mark.parametrize(
     ("method", "kill_at"), [("lora", 3), ("adalora", 3), ("qlora", 3), ("lora", 7)], ids=str
 )
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
-    method, kill_at, tiny_bert, tiny_sst2, tmp_path
+    method, kill_at, tiny_bert, tiny_sst2, tmp_path, straight_fit
 ):
     # 96 rows in batches of 8, 2 batches per optimizer step: 6 steps an epoch, a checkpoint every 2.
     # Killed after step 3 (batch 6 of 12), the run leaves its step-2 checkpoint; resuming must start at
     # batch 5 of epoch 0. Killed after step 7, it leaves step 6's, saved after epoch 0's last batch;
     # resuming must train all of epoch 1.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "tests.resume_probe", method, str(tiny_bert), str(tiny_sst2)]
+    command = [sys.executable, "-m", "tests.helpers.resume_probe", method, str(tiny_bert), str(tiny_sst2)]
     killed = subprocess.run(
         [*command, str(tmp_path / "a"), str(kill_at)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -45,7 +61,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert torch.load(last, weights_only=True)["global_step"] == saved_step  # plain tensors and containers
 
     resumed = fit_case(method, tiny_bert, tiny_sst2, tmp_path / "a", ckpt_path=str(last))
-    straight = fit_case(method, tiny_bert, tiny_sst2, tmp_path / "b")
+    straight = straight_fit(method)
     assert resumed.trainer.global_step == straight.trainer.global_step == 12
     expected, got = trained(straight), trained(resumed)
     assert expected.keys() == got.keys()
@@ -100,6 +116,7 @@ def test_a_checkpoint_from_before_per_rank_state_resumes_in_one_process_only(mon
         take_own_rank_state(dict(legacy))
 
 
+@pytest.mark.slow  # three CLI fits in subprocesses
 def test_ckpt_path_last_resumes_the_newest_last_checkpoint_of_an_earlier_version(
     tiny_bert, tiny_sst2, tmp_path
 ):
@@ -123,7 +140,7 @@ def test_ckpt_path_last_resumes_the_newest_last_checkpoint_of_an_earlier_version
         if "--ckpt_path" in extra:
             assert "Restoring states from the checkpoint path" in done.stderr + done.stdout
 
-    fit("a", "--trainer.callbacks+=tests.dist_probe.KillAtStep", env={"LIT_LORA_KILL_AT_STEP": "4"})
+    fit("a", "--trainer.callbacks+=tests.helpers.dist_probe.KillAtStep", env={"LIT_LORA_KILL_AT_STEP": "4"})
     fit("a", "--ckpt_path", "last")
     fit("b")
     adapter = "lightning_logs/{}/adapter/adapter_model.safetensors"

@@ -48,7 +48,7 @@ def test_saved_adapter_evaluates_like_the_training_run(method, tiny_bert, tiny_s
 
 def test_a_saved_adapter_names_the_base_as_given_not_the_offline_copy(tmp_path):
     """A hub name resolved offline to the packaged MiniLM must not leave this machine's path behind."""
-    from tests.conftest import minilm_path
+    from tests.helpers import minilm_path
 
     minilm_path()  # skips without the package
     module = classifier("sentence-transformers/all-MiniLM-L6-v2", num_labels=2)

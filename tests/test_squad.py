@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 from types import SimpleNamespace
 
@@ -11,7 +10,6 @@ import lightning as L
 import pytest
 import torch
 
-from lit_lora import LoraSpec
 from lit_lora.data import SquadV2DataModule
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.squad_v2 import (
@@ -26,59 +24,8 @@ from lit_lora.metrics.squad_v2 import (
 from lit_lora.models import QuestionAnswering
 from lit_lora.models._qa_decode import FeatureResult, decide, top_token_spans
 from tests.helpers import trainer
-from tests.test_training import changed_keys, snapshot, trainable_keys
-
-FILLER = "Travellers describe its markets, rivers and old stone bridges at great length in their diaries. "
-FACTS = [
-    ("Zembla", "Freedonia", "Anna Kowal"),
-    ("Lorvik", "Tarsia", "Jonas Brell"),
-    ("Quenby", "Mardova", "Ilse Varga"),
-    ("Osterholt", "Vellia", "Piet Adler"),
-]
-
-
-def squad_json(facts=FACTS, filler_repeats: int = 3) -> dict:
-    """Official-format SQuAD v2 data: per context two answerable and two unanswerable questions."""
-    paragraphs = []
-    for capital, country, founder in facts:
-        context = FILLER * filler_repeats + f"The capital of {country} is {capital}. "
-        context += f"{country} was founded by {founder}. " + FILLER
-        qas = [
-            (f"What is the capital of {country}?", capital),
-            (f"Who founded {country}?", founder),
-            (f"What is the largest lake of {country}?", None),
-            (f"Who was the first king of {country}?", None),
-        ]
-        paragraphs.append(
-            {
-                "context": context,
-                "qas": [
-                    {
-                        "id": f"{country}-{n}",
-                        "question": question,
-                        "answers": []
-                        if text is None
-                        else [{"text": text, "answer_start": context.index(text)}],
-                        "is_impossible": text is None,
-                    }
-                    for n, (question, text) in enumerate(qas)
-                ],
-            }
-        )
-    return {"version": "v2.0", "data": [{"title": "Made up", "paragraphs": paragraphs}]}
-
-
-def datamodule(model, path, **kwargs) -> SquadV2DataModule:
-    kwargs = {"max_length": 64, "doc_stride": 24, "batch_size": 4, **kwargs}
-    return SquadV2DataModule(
-        tokenizer_name=str(model), train_file=str(path), validation_file=str(path), **kwargs
-    )
-
-
-def qa_model(model, **kwargs) -> QuestionAnswering:
-    kwargs = {"learning_rate": 1e-2, "warmup_ratio": 0.0, **kwargs}
-    return QuestionAnswering(str(model), adapter=LoraSpec(r=4, alpha=8, dropout=0.0), **kwargs)
-
+from tests.helpers.squad import FACTS, datamodule, qa_model, squad_json
+from tests.helpers.training import changed_keys, snapshot, trainable_keys
 
 # ---- metrics: the official evaluate-v2.0.py definitions ---------------------------------------------
 
@@ -283,6 +230,7 @@ def test_null_window_weight_outside_zero_to_one_is_refused_by_name(tiny_bert, we
 
 
 def test_fit_then_test_reports_official_metrics_that_predict_reproduces(tiny_bert, tiny_squad, tmp_path):
+    L.seed_everything(0)
     module, data = qa_model(tiny_bert), datamodule(tiny_bert, tiny_squad)
     run = trainer(tmp_path, max_epochs=2, limit_val_batches=1.0)
     run.fit(module, data)
@@ -290,7 +238,13 @@ def test_fit_then_test_reports_official_metrics_that_predict_reproduces(tiny_ber
     (metrics,) = run.test(module, data)
     names = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "start_acc", "end_acc")
     assert {f"test/{n}" for n in names} <= set(metrics)
-    assert all(math.isfinite(v) for v in metrics.values())
+    # Pinned on torch 2.13 CPU: two epochs learn to answer no question (every unanswerable one right).
+    assert metrics["test/loss"] == pytest.approx(2.29112, abs=1e-4)
+    assert {n: metrics[f"test/{n}"] for n in names[:6]} == {
+        "exact": 50.0, "f1": 50.0, "HasAns_exact": 0.0, "HasAns_f1": 0.0,
+        "NoAns_exact": 100.0, "NoAns_f1": 100.0,
+    }  # fmt: skip
+    assert metrics["test/start_acc"] == metrics["test/end_acc"] == pytest.approx(17 / 23)  # windows
     # The reported best threshold, used as the threshold, scores the reported best F1.
     assert metrics["test/best_f1"] >= metrics["test/f1"]
     module.null_score_diff_threshold = metrics["test/best_f1_thresh"]

@@ -9,14 +9,8 @@ import torch.nn.functional as F
 from lit_lora.errors import LitLoraError
 from lit_lora.models._qa_decode import decide
 from tests.helpers import trainer
-from tests.test_squad import datamodule, qa_model
-from tests.test_training import changed_keys, snapshot, trainable_keys
-
-
-def first_val_batch(model, path):
-    data = datamodule(model, path)
-    data.setup("validate")
-    return next(iter(data.val_dataloader()))
+from tests.helpers.squad import datamodule, first_val_batch, qa_model
+from tests.helpers.training import changed_keys, snapshot, trainable_keys
 
 
 def test_the_head_trains_with_adapter_and_span_head_and_nothing_else(tiny_bert, tiny_squad, tmp_path):

@@ -10,10 +10,8 @@ import torch
 
 from lit_lora.cli import build_cli
 from lit_lora.errors import LitLoraError
-from tests.conftest import REPO
-from tests.helpers import trainer
-from tests.test_squad import datamodule, qa_model
-from tests.test_squad_answerability import first_val_batch
+from tests.helpers import REPO, trainer
+from tests.helpers.squad import datamodule, first_val_batch, qa_model
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from lit_lora._locks import is_claimed, release, try_claim
 from lit_lora.errors import LitLoraError
 from lit_lora.sweep import LOCK, MARKER, STATE, is_completed, run_sweep, validate_keys
 from lit_lora.sweep_spec import build_command, expand, load_sweep, run_name
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
 # A stand-in for `lit_lora fit`: logs its arguments to the run directory, fails for x=2.
@@ -284,6 +284,7 @@ def fit_spec(tmp_path: Path, parameters: dict[str, Any], *configs: Path) -> Path
     return path
 
 
+@pytest.mark.slow  # real fits in subprocesses
 def test_a_fit_that_fails_is_retried_on_the_next_invocation_up_to_the_limit(
     tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, fit_env: None, capsys: pytest.CaptureFixture
 ) -> None:
@@ -319,6 +320,7 @@ def test_a_fit_that_fails_is_retried_on_the_next_invocation_up_to_the_limit(
     assert lines[1] == f"lit_lora sweep: 1 runs in {out}: 1 failed"
 
 
+@pytest.mark.slow  # real fits in subprocesses, one killed
 def test_a_sweep_killed_mid_run_resumes_it_from_its_last_checkpoint(
     tiny_bert: Path, tiny_sst2: Path, tmp_path: Path, fit_env: None, capsys: pytest.CaptureFixture
 ) -> None:
@@ -329,7 +331,8 @@ def test_a_sweep_killed_mid_run_resumes_it_from_its_last_checkpoint(
     config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
          "init_args": {"every_n_train_steps": 2, "save_last": True}},
-        {"class_path": "tests.sweep_probe.KillSweepOnce", "init_args": {"step": 3, "flag": str(flag)}},
+        {"class_path": "tests.helpers.sweep_probe.KillSweepOnce",
+         "init_args": {"step": 3, "flag": str(flag)}},
     ]}}))  # fmt: skip
     # Two runs that train alike (logging differs): the first is killed and resumed, the second is not.
     spec = fit_spec(tmp_path, {"trainer.log_every_n_steps": {"values": [1, 2]}}, config)

@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -19,43 +18,7 @@ from lit_lora import AdaLoraSpec, LitLoraError, LoraSpec, Quantization
 from lit_lora.callbacks import NonFiniteLossGuard, ResultsRecorder
 from lit_lora.models import SequenceClassifier
 from tests.helpers import classifier, sst2, trainer
-
-
-class LossTrace(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-
-class StopAfterFirstEpoch(L.Callback):
-    """Simulates an interrupted run: same schedule as the full run, stopped half-way."""
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        trainer.should_stop = True
-
-
-def snapshot(module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.peft_model.state_dict().items()}
-
-
-def fit(module, datamodule, root, **kwargs) -> LossTrace:
-    trace = LossTrace()
-    ckpt_path = kwargs.pop("ckpt_path", None)
-    callbacks = [trace, *kwargs.pop("callbacks", [])]
-    L.seed_everything(0)
-    trainer(root, callbacks=callbacks, **kwargs).fit(module, datamodule, ckpt_path=ckpt_path)
-    return trace
-
-
-def changed_keys(before, module) -> set[str]:
-    after = module.peft_model.state_dict()
-    return {k for k, v in before.items() if not torch.equal(v, after[k])}
-
-
-def trainable_keys(module) -> set[str]:
-    return {n for n, p in module.peft_model.named_parameters() if p.requires_grad}
+from tests.helpers.training import StopAfterFirstEpoch, changed_keys, fit, snapshot, trainable_keys
 
 
 def test_only_adapter_and_head_weights_change(tiny_bert, tiny_sst2, tmp_path):
@@ -74,10 +37,12 @@ def test_pinned_losses(tiny_bert, tiny_sst2, tmp_path):
 
 
 def test_qlora_changes_adapters_only_and_keeps_4bit_weights(tiny_bert, tiny_sst2, tmp_path):
+    torch.manual_seed(0)  # the adapter is initialised here, by the snapshot, before fit seeds
     module = classifier(tiny_bert, num_labels=2, quantization=Quantization(mode="nf4"))
     before = snapshot(module)
     trace = fit(module, sst2(tiny_bert, tiny_sst2), tmp_path, max_steps=3, limit_val_batches=1)
-    assert all(torch.isfinite(torch.tensor(trace.losses)))
+    # Pinned on torch 2.13 CPU: the first batches of test_pinned_losses, through 4-bit base weights.
+    assert trace.losses == pytest.approx([0.68869, 0.66496, 0.58519], abs=1e-4)
     assert changed_keys(before, module) == trainable_keys(module)
 
 
@@ -160,7 +125,8 @@ def test_adalora_reallocates_ranks_to_target_budget(tiny_bert, tiny_sst2, tmp_pa
     ranks = {name: sum(mask) for name, mask in saved["rank_pattern"].items()}
     assert len(ranks) == 4  # query and value in two layers
     assert sum(ranks.values()) == 3 * len(ranks)  # the target budget
-    assert len(set(ranks.values())) > 1  # reallocated, not uniform
+    # Reallocated, not uniform: pinned per module (seeded data order and weights).
+    assert list(ranks.values()) == [2, 3, 3, 4]
     assert max(ranks.values()) <= 6
 
 
@@ -173,7 +139,8 @@ def test_bf16_mixed_precision_with_gradient_clipping_trains(tiny_bert, tiny_sst2
         precision="bf16-mixed",
         gradient_clip_val=1.0,
     )
-    assert len(trace.losses) == 2 and all(torch.isfinite(torch.tensor(trace.losses)))
+    # Pinned on torch 2.13 CPU: bf16 autocast stays within 1e-4 of the fp32 run's first losses.
+    assert trace.losses == pytest.approx([0.69935, 0.67078], abs=1e-4)
 
 
 def test_lora_defaults_target_peft_architecture_modules(tiny_bert):

@@ -1,6 +1,6 @@
 """The bad-input matrix: each case is a command line (and the files it needs) that must fail in one line.
 
-``tests/test_bad_input.py`` runs every case; ``python -m tests.bad_inputs`` prints the table of
+``tests/test_bad_input.py`` runs every case; ``python -m tests.helpers.bad_inputs`` prints the table of
 ``docs/bad-input.md``: the messages lit_lora really gives (it needs the fixtures, so it builds them in a
 scratch folder).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from unittest import mock
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import BertConfig, BertForSequenceClassification
+
+from tests.helpers.builders import GSM8K_ROWS
 
 
 @dataclass
@@ -188,11 +191,28 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("lit_lora: error:")]
 
 
+def make_fixtures(directory: Path, tokenizer_source: Path, shape: dict) -> tuple[Path, Path, Path]:
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lit_lora.data.demo import write_demo_sentiment
+
+    model = directory / "model"
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **shape)).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    data = write_demo_sentiment(directory / "data")
+    gsm8k = directory / "gsm8k"
+    gsm8k.mkdir()
+    for split in ("train", "test"):
+        (gsm8k / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    return model, data, gsm8k
+
+
 if __name__ == "__main__":
     import tempfile
 
-    from tests.conftest import TINY, minilm_path
-    from tests.test_bad_input import make_fixtures
+    from tests.helpers import TINY, minilm_path
 
     scratch = Path(tempfile.mkdtemp())
     model, data, gsm8k = make_fixtures(scratch, minilm_path(), TINY)

@@ -1,6 +1,6 @@
 """A callback for the sweep's resume test: it kills the sweep and its fit together, once.
 
-Used as ``tests.sweep_probe.KillSweepOnce`` in a config of a fit that ``lit_lora sweep`` starts: after
+Used as ``tests.helpers.sweep_probe.KillSweepOnce`` in a config of a fit that ``lit_lora sweep`` starts: after
 optimizer step ``step`` it SIGKILLs the parent (the sweep) and then itself, as a preempted job dies, if
 the file ``flag`` exists; it removes the file first, so the resumed attempt runs to the end.
 """

@@ -1,6 +1,6 @@
-"""PEFT-style checks that every method file's test runs on each task module (tiny seeded models).
+"""PEFT-style checks that tests/test_method_grid.py's table runs for every method on each task module.
 
-A method's test gives its spec and an independent count of its trainable adapter parameters from
+A method's row gives its spec and an independent count of its trainable adapter parameters from
 layer shapes; these checks then assert, per task: exact trainable counts, gradients on adapter and
 head parameters only, merged = unmerged outputs, PEFT-format save/load with the same outputs, an exact
 resume from a checkpoint, and what results.json and the report say.
@@ -21,7 +21,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lit_lora.methods import ADAPTER, PeftMethod
 from lit_lora.models import CausalLM, PeftModule, QuestionAnswering, SequenceClassifier
 from lit_lora.report import approach
-from tests.helpers import sst2, trainer
+from tests.helpers import sst2
+from tests.helpers.training import LossTrace, fit
 
 TASKS = ("classification", "causal_lm", "question_answering")
 # Two projections of different shapes in Llama (grouped-query attention narrows v_proj).
@@ -158,19 +159,6 @@ def check_described(module: PeftModule, method: str, label: str) -> None:
     assert approach({**record, "precision": "32-true"}).startswith(label)
 
 
-class _Stop(L.Callback):
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.should_stop = True
-
-
-class _Losses(L.Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.losses.append(float(outputs["loss"]))
-
-
 def check_method_on_task(
     task: str,
     make_spec: Callable[[str], PeftMethod],
@@ -192,21 +180,20 @@ def check_method_on_task(
 
 
 def check_resume(spec: PeftMethod, tiny_bert: Path, tiny_sst2: Path, root: Path) -> None:
-    """Stopped after one of two epochs and resumed from its checkpoint, a classifier run continues the
+    """Resumed from the checkpoint its first of two epochs left, a classifier run continues the
     uninterrupted run's loss curve and ends on its weights."""
 
-    def run(name: str, *callbacks: L.Callback, ckpt_path: str | None = None) -> tuple[PeftModule, _Losses]:
+    def run(name: str, *callbacks: L.Callback, ckpt_path: str | None = None) -> tuple[PeftModule, LossTrace]:
         module = build("classification", copy.deepcopy(spec), {"bert": tiny_bert})
-        losses = _Losses()
-        L.seed_everything(0)
-        fit = trainer(root / name, max_epochs=2, callbacks=[losses, *callbacks], enable_checkpointing=True)
-        fit.fit(module, sst2(tiny_bert, tiny_sst2, batch_size=16), ckpt_path=ckpt_path)
-        return module, losses
+        data = sst2(tiny_bert, tiny_sst2, batch_size=16)
+        trace = fit(module, data, root / name, max_epochs=2, callbacks=list(callbacks),
+                    enable_checkpointing=True, ckpt_path=ckpt_path)  # fmt: skip
+        return module, trace
 
-    straight, straight_losses = run("straight")
-    run("stopped", _Stop(), ModelCheckpoint(dirpath=root / "ckpt", save_last=True))
-    resumed, resumed_losses = run("resumed", ckpt_path=str(root / "ckpt" / "last.ckpt"))
+    # The uninterrupted run keeps each epoch's checkpoint: no second run is needed to stop half-way.
+    straight, straight_losses = run("straight", ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1))
     half = len(straight_losses.losses) // 2
+    resumed, resumed_losses = run("resumed", ckpt_path=str(root / "ckpt" / f"epoch=0-step={half}.ckpt"))
     assert resumed_losses.losses == pytest.approx(straight_losses.losses[half:], abs=1e-5)
     expected = {n: p for n, p in straight.peft_model.named_parameters() if p.requires_grad}
     for name, param in resumed.peft_model.named_parameters():

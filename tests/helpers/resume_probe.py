@@ -1,6 +1,6 @@
 """One seeded tiny fit per PEFT method, killed with SIGKILL mid-epoch when asked.
 
-``python -m tests.resume_probe METHOD MODEL DATA ROOT KILL_AT_STEP`` is the interrupted run that the
+``python -m tests.helpers.resume_probe METHOD MODEL DATA ROOT KILL_AT_STEP`` is the interrupted run that the
 resume test starts as a subprocess; the test runs ``fit_case`` itself for the uninterrupted and the
 resumed runs.
 """
