@@ -27,9 +27,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model  # noqa: E402
 
-from lit_lora._io import atomic_write_json  # noqa: E402
+from lit_lora.core.hub import resolve_model_path  # noqa: E402
+from lit_lora.core.io import atomic_write_json  # noqa: E402
 from lit_lora.metrics.language_model import IGNORE  # noqa: E402
-from lit_lora.models._build import resolve_model_path  # noqa: E402
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # Every linear projection of a Llama decoder block: what lit_lora's `target_modules: null` resolves to.

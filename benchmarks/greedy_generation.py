@@ -24,9 +24,9 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lit_lora._io import atomic_write_json
-from lit_lora.models._build import resolve_model_path
-from lit_lora.models._greedy import greedy_generate
+from lit_lora.core.hub import resolve_model_path
+from lit_lora.core.io import atomic_write_json
+from lit_lora.models.lm.greedy import greedy_generate
 from lit_lora.tiny_decoder import BUILTIN_TEXT, build_tiny_decoder
 
 REPO = Path(__file__).resolve().parents[1]

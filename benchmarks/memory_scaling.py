@@ -8,7 +8,7 @@
 Each point is one subprocess (a clean peak): a decoder of the shape's published config with random
 weights, its block projections NF4 with double quantisation (bitsandbytes ``Linear4bit``, quantised one
 layer at a time), LoRA r 16 on every block projection, gradient checkpointing (non-reentrant), the
-loss chunked over the labelled positions (``lit_lora.models._chunked_loss``), and one step: forward,
+loss chunked over the labelled positions (``lit_lora.models.lm.chunked_loss``), and one step: forward,
 backward, AdamW. Batch 1, every position labelled. Measured: the step's peak (CPU: peak RSS, its
 count reset once the model is built; CUDA: ``torch.cuda.max_memory_allocated``), the baseline after
 imports (CPU: RSS; CUDA: 0), the memory once built, and
@@ -194,7 +194,7 @@ def measure_point(shape: Shape, seq: int, device_name: str) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from lit_lora.models._chunked_loss import chunked_labelled_nll
+    from lit_lora.models.lm.chunked_loss import chunked_labelled_nll
 
     device = torch.device(device_name)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -341,7 +341,7 @@ def main() -> None:
     predicted = predictions(points)
     print_table(points, predicted)
     if args.json is not None:
-        from lit_lora._io import atomic_write_json
+        from lit_lora.core.io import atomic_write_json
 
         atomic_write_json(args.json, {"points": points, "predicted": predicted, "published_bytes": PUBLISHED})
     if args.plot is not None:

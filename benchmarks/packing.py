@@ -28,12 +28,12 @@ import datasets
 import torch
 import transformers
 
-from lit_lora._io import atomic_write_json
-from lit_lora.adapters import LoraSpec
+from lit_lora.core.io import atomic_write_json
 from lit_lora.data import GSM8KDataModule
+from lit_lora.methods import LoraSpec
 from lit_lora.metrics.language_model import token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models._packing import packed_inputs
+from lit_lora.models.lm.packing import packed_inputs
 from lit_lora.tiny_decoder import build_tiny_decoder
 
 REPO = Path(__file__).resolve().parents[1]

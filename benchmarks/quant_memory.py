@@ -23,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lit_lora._io import atomic_write_json  # noqa: E402
+from lit_lora.core.io import atomic_write_json  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "lora_fp32": [],

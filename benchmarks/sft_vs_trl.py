@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))  # this checkout's lit_lora and benchmarks, not an
 import numpy as np  # noqa: E402
 
 from benchmarks._sft_contenders import MODEL, TRL_VARIANTS, Row, Spec, heldout_loss, read_jsonl  # noqa: E402
-from lit_lora._io import atomic_write_json  # noqa: E402
+from lit_lora.core.io import atomic_write_json  # noqa: E402
 from lit_lora.data._mixing import capped_order, source_rng, validation_count  # noqa: E402
 
 CONTENDERS = ["lit_lora", *TRL_VARIANTS, "hf_peft"]

@@ -32,10 +32,10 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning  # noqa: E40
 from peft import LoraConfig, TaskType, get_peft_model  # noqa: E402
 
 from lit_lora import LoraSpec  # noqa: E402
-from lit_lora._io import atomic_write_json  # noqa: E402
+from lit_lora.core.hub import resolve_model_path  # noqa: E402
+from lit_lora.core.io import atomic_write_json  # noqa: E402
 from lit_lora.data import SST2DataModule  # noqa: E402
 from lit_lora.models import SequenceClassifier  # noqa: E402
-from lit_lora.models._build import resolve_model_path  # noqa: E402
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ __all__ = ["AdaLoraSpec", "LitLoraError", "LoraSpec", "Quantization", "__version
 
 # Imported on first use: `lit_lora sweep` and `lit_lora report` should not pay for peft and torch.
 _LAZY = {
-    "AdaLoraSpec": "lit_lora.adapters",
-    "LoraSpec": "lit_lora.adapters",
-    "Quantization": "lit_lora.adapters",
+    "AdaLoraSpec": "lit_lora.methods",
+    "LoraSpec": "lit_lora.methods",
+    "Quantization": "lit_lora.core.quantization",
     "LitLoraError": "lit_lora.errors",
 }
 

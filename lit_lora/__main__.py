@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-from lit_lora import _quiet
 from lit_lora.errors import LitLoraError
+from lit_lora.runtime import quiet as _quiet
 
 OWN_COMMANDS = {
-    "sweep": "lit_lora.sweep",
-    "report": "lit_lora.report_command",
-    "merge": "lit_lora.merge",
-    "matrix": "lit_lora.matrix",
+    "sweep": "lit_lora.sweep.command",
+    "report": "lit_lora.report.command",
+    "merge": "lit_lora.merge.command",
+    "matrix": "lit_lora.matrix.command",
 }
 
 NO_MODEL_COMMANDS = ("sweep", "report", "-h", "--help")  # they load no model: no bitsandbytes either

@@ -13,15 +13,15 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lit_lora._last_checkpoint import find_last_checkpoint
-from lit_lora._parse_errors import condense
-from lit_lora._ranges import Seed, check_value
 from lit_lora.callbacks import AdapterExport, NonFiniteLossGuard, PredictionsWriter, ResultsRecorder
+from lit_lora.core.parse_errors import condense
+from lit_lora.core.ranges import Seed, check_value
 from lit_lora.data.base import TextDataModule
-from lit_lora.devices import check_device_support, check_single_device
 from lit_lora.errors import LitLoraError
-from lit_lora.loggers import run_loggers
 from lit_lora.models.base import PeftModule
+from lit_lora.runtime.devices import check_device_support, check_single_device
+from lit_lora.runtime.last_checkpoint import find_last_checkpoint
+from lit_lora.runtime.loggers import run_loggers
 
 
 class _Parser(LightningArgumentParser):
@@ -51,7 +51,7 @@ class LitLoraCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
-        # Every declared range (lit_lora/_ranges.py) on the parsed values, nested specs included, named
+        # Every declared range (lit_lora/core/ranges.py) on the parsed values, nested specs included, named
         # by their full keys, before the seed is set or any class is built.
         subcommand = self.config.get("subcommand")
         check_ranges(self.config[subcommand] if subcommand else self.config)
@@ -123,8 +123,8 @@ class LitLoraCLI(LightningCLI):
 
 
 def check_ranges(config: Any) -> None:
-    """Every declared range (lit_lora/_ranges.py) of a parsed fit/validate/test/predict config, nested specs
-    included, named by its full key."""
+    """Every declared range (lit_lora/core/ranges.py) of a parsed fit/validate/test/predict config, nested
+    specs included, named by its full key."""
     check_value("seed_everything", config.get("seed_everything"), Seed | bool | None)
     check_value("model", config.get("model"), PeftModule)
     check_value("data", config.get("data"), TextDataModule)

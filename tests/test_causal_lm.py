@@ -13,8 +13,8 @@ from peft import PeftModel
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lit_lora.adapters import AdaLoraSpec, LoraSpec
 from lit_lora.data import GSM8KDataModule, WikiTextDataModule
+from lit_lora.methods import AdaLoraSpec, LoraSpec
 from lit_lora.metrics.language_model import token_nll
 from lit_lora.tiny_decoder import BUILTIN_TEXT
 from tests.helpers import GSM8K_ROWS, SHARED_DATA, causal_lm, quantized, trainer

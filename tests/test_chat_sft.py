@@ -14,10 +14,10 @@ import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from lit_lora.adapters import LoraSpec
 from lit_lora.data import ChatSFTDataModule, ChatSource
 from lit_lora.data._mixing import quotas
 from lit_lora.errors import LitLoraError
+from lit_lora.methods import LoraSpec
 from lit_lora.models import CausalLM
 from tests.helpers import REPO, trainer
 

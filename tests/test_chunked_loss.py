@@ -10,14 +10,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lit_lora.adapters import LoraSpec
 from lit_lora.cli import build_cli
 from lit_lora.data import GSM8KDataModule
+from lit_lora.methods import LoraSpec
 from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models._chunked_loss import chunked_labelled_nll, takes_chunked_loss
-from lit_lora.models._labelled_logits import labelled_positions
-from lit_lora.models._offload import offload_context
+from lit_lora.models.engine.offload import offload_context
+from lit_lora.models.lm.chunked_loss import chunked_labelled_nll, takes_chunked_loss
+from lit_lora.models.lm.labelled_logits import labelled_positions
 from tests.helpers import trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from lit_lora import LitLoraError
 from lit_lora.data import AGNewsDataModule
 from lit_lora.data.base import holdout_rows
 from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk, is_padding_batch
-from lit_lora.models._token_window import WindowTokens
+from lit_lora.models.lm.token_window import WindowTokens
 from tests.helpers import sst2
 
 ROWS = [("a charming film .", 1), ('a " dull " film', 0), ("superb", 1), ("awful , awful", 0)]

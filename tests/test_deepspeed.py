@@ -26,7 +26,7 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 from lit_lora.cli import build_cli, main  # noqa: E402
 from lit_lora.errors import LitLoraError  # noqa: E402
-from lit_lora.strategies import LitLoraDeepSpeed  # noqa: E402
+from lit_lora.runtime.strategies import LitLoraDeepSpeed  # noqa: E402
 from tests.helpers import REPO  # noqa: E402
 
 CONFIGS = REPO / "configs"

@@ -12,13 +12,13 @@ from lightning.fabric.accelerators.mps import MPSAccelerator as FabricMPS
 from lightning.pytorch.accelerators import MPSAccelerator
 from packaging.version import Version
 
-from lit_lora import devices
-from lit_lora.adapters import Quantization
 from lit_lora.callbacks.meter import memory_details, peak_memory
 from lit_lora.callbacks.results import ResultsRecorder
 from lit_lora.cli import build_cli, main
-from lit_lora.devices import check_device_support, check_single_device
+from lit_lora.core.quantization import Quantization
 from lit_lora.errors import LitLoraError
+from lit_lora.runtime import devices
+from lit_lora.runtime.devices import check_device_support, check_single_device
 from tests.helpers import REPO, classifier, sst2, trainer
 
 MPS = torch.device("mps", 0)

@@ -6,8 +6,8 @@ import math
 
 import bitsandbytes as bnb
 
-from lit_lora.adapters import Quantization
-from lit_lora.models._footprint import weight_footprint_bytes
+from lit_lora.core.quantization import Quantization
+from lit_lora.models.engine.footprint import weight_footprint_bytes
 from tests.helpers import classifier
 
 BLOCK = 64  # bitsandbytes' 4-bit block size: one fp32 scale per 64 weights

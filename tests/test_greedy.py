@@ -11,9 +11,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lit_lora.models import _greedy, causal_lm
-from lit_lora.models._greedy import greedy_generate
+from lit_lora.models import causal_lm
 from lit_lora.models.causal_lm import projection_names
+from lit_lora.models.lm import greedy as _greedy
+from lit_lora.models.lm.greedy import greedy_generate
 from tests.helpers import causal_lm as build_causal_lm
 
 PROMPT_LENGTHS, NEW_TOKENS, PAD = (6, 2, 9, 4, 7), 16, 1

@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM
 from lit_lora.data import AGNewsGenerationDataModule, SST2GenerationDataModule
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.language_model import label_matches, token_nll
-from lit_lora.models._choice_scores import choice_scores
 from lit_lora.models.causal_lm import label_replies
+from lit_lora.models.lm.choice_scores import choice_scores
 from tests.helpers import causal_lm, trainer
 
 AG_ROWS = [

@@ -7,11 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lit_lora.adapters import LoraSpec
 from lit_lora.data import GSM8KDataModule
+from lit_lora.methods import LoraSpec
 from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models._labelled_logits import labelled_nll, labelled_positions, takes_position_mask
+from lit_lora.models.lm.labelled_logits import labelled_nll, labelled_positions, takes_position_mask
 from tests.helpers import trainer
 
 

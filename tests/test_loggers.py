@@ -17,8 +17,8 @@ import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_lora.cli import build_cli
-from lit_lora.loggers import ClaimedCSVLogger, claim_version, wandb_reachable
-from lit_lora.sweep_spec import param_args
+from lit_lora.runtime.loggers import ClaimedCSVLogger, claim_version, wandb_reachable
+from lit_lora.sweep.spec import param_args
 from tests.helpers import REPO
 from tests.helpers.cli import run_cli
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_lora import matrix
 from lit_lora.__main__ import main
-from lit_lora._matrix_spec import cell_command, load_spec, parse_spec
-from lit_lora._matrix_tables import Cell, to_csv, to_markdown
+from lit_lora.matrix import command as matrix
+from lit_lora.matrix.spec import cell_command, load_spec, parse_spec
+from lit_lora.matrix.tables import Cell, to_csv, to_markdown
 from tests.helpers import REPO
 
 GSM8K = str(REPO / "configs" / "gsm8k_gpt2.yaml")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from lit_lora.__main__ import main
-from lit_lora.merge import merge
+from lit_lora.merge.command import merge
 
 W1, W2 = 0.7, -0.3  # a negative weight too: PEFT's linear puts its sign on A only
 

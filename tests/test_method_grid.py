@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from lit_lora import LitLoraError
-from lit_lora.adapters import Quantization
+from lit_lora.core.quantization import Quantization
 from lit_lora.methods import (
     AdaLoraSpec,
     DoraSpec,

@@ -13,7 +13,6 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lit_lora.adapters import LoraSpec
 from lit_lora.callbacks.results import _batch_size
 from lit_lora.data import (
     AGNewsGenerationDataModule,
@@ -23,9 +22,10 @@ from lit_lora.data import (
     WikiTextDataModule,
 )
 from lit_lora.errors import LitLoraError
+from lit_lora.methods import LoraSpec
 from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models._packing import PACKED_MODEL_TYPES, check_packing_support, packed_inputs
+from lit_lora.models.lm.packing import PACKED_MODEL_TYPES, check_packing_support, packed_inputs
 from tests.helpers import trainer
 
 # Answers of 1 to ~40 tokens, so that padded batches really pad and sequences differ in length.

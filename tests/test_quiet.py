@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from lit_lora import _quiet
+from lit_lora.runtime import quiet as _quiet
 from tests.helpers import REPO
 from tests.helpers.cli import run_cli
 
-# One fragment of each known message (lit_lora/_quiet.py says where each comes from and why it is harmless).
+# One fragment of each known message (lit_lora/runtime/quiet.py says where each comes from and why it is
+# harmless).
 NOISE = (
     "Failed to load CPU gemm_4bit_forward",
     "Skipping publisher trust check",

@@ -1,4 +1,4 @@
-"""Every numeric and enumerated config field declares its allowed values (lit_lora/_ranges.py), and an
+"""Every numeric and enumerated config field declares its allowed values (lit_lora/core/ranges.py), and an
 out-of-range value for any of them ends in one line naming the key and the value, before anything loads.
 
 The config classes and their fields are found by walking from the CLI's roots, not listed by hand, and the
@@ -24,19 +24,19 @@ import yaml
 import lit_lora.data
 import lit_lora.methods
 import lit_lora.models
-from lit_lora._matrix_spec import Model, Spec, Task
-from lit_lora._ranges import Range, check_config, field_hints
-from lit_lora.adapters import Quantization
 from lit_lora.cli import build_cli
+from lit_lora.core.quantization import Quantization
+from lit_lora.core.ranges import Range, check_config, field_hints
 from lit_lora.data import ChatSFTDataModule, ChatSource, SST2DataModule, TextDataModule
 from lit_lora.errors import LitLoraError
-from lit_lora.matrix import run_matrix
-from lit_lora.merge import merge
+from lit_lora.matrix.command import run_matrix
+from lit_lora.matrix.spec import Model, Spec, Task
+from lit_lora.merge.command import merge
 from lit_lora.methods import PeftMethod
 from lit_lora.models.base import PeftModule
 from lit_lora.models.classification import SequenceClassifier
-from lit_lora.sweep import run_sweep, validate_keys
-from lit_lora.sweep_spec import Sweep, load_sweep
+from lit_lora.sweep.command import run_sweep, validate_keys
+from lit_lora.sweep.spec import Sweep, load_sweep
 from tests.helpers import REPO
 from tests.helpers.cli import run_cli
 
@@ -180,7 +180,7 @@ def test_the_walk_finds_every_kind_of_config_class():
 @pytest.mark.parametrize("target", EVERYTHING, ids=_name)
 def test_every_numeric_or_enumerated_field_declares_its_range(target):
     undeclared = [name for name, hint in field_hints(target).items() if _undeclared(hint)]
-    assert undeclared == [], f"{_name(target)}: declare a Range (lit_lora/_ranges.py) for {undeclared}"
+    assert undeclared == [], f"{_name(target)}: declare a Range (lit_lora/core/ranges.py) for {undeclared}"
 
 
 # ---- every declared field refuses a value outside it ---------------------------------------------------

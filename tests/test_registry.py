@@ -19,8 +19,9 @@ import yaml
 from peft import LoraConfig
 
 import lit_lora.methods
-from lit_lora import _merge_checks, merge
 from lit_lora.errors import LitLoraError
+from lit_lora.merge import checks as _merge_checks
+from lit_lora.merge import command as merge
 from lit_lora.methods import METHODS, LoraSpec, PeftMethod, method_of
 from tests.helpers import REPO
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from lit_lora.__main__ import main as lit_lora_main
-from lit_lora._report_checks import load_state
 from lit_lora.callbacks import meter
 from lit_lora.errors import LitLoraError
-from lit_lora.report import approach, find_runs, fmt, stats
+from lit_lora.report.checks import load_state
+from lit_lora.report.runs import approach, find_runs, fmt, stats
 from tests.helpers import REPO
 from tests.helpers.cli import run_cli
 from tests.helpers.records import read_csv, write_result

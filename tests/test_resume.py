@@ -16,7 +16,7 @@ import torch
 from lit_lora import LitLoraError
 from lit_lora.callbacks.results import ResultsRecorder
 from lit_lora.models import SequenceClassifier
-from lit_lora.models._checkpoint import take_own_rank_state
+from lit_lora.models.engine.checkpoint import take_own_rank_state
 from tests.helpers import REPO
 from tests.helpers.resume_probe import fit_case
 
@@ -79,7 +79,7 @@ def checkpoint_of_ranks(*ranks: str) -> dict:
 
 
 def on_rank(monkeypatch, world: int, rank: int) -> None:
-    monkeypatch.setattr("lit_lora._ranks.world", lambda: (world, rank))
+    monkeypatch.setattr("lit_lora.runtime.ranks.world", lambda: (world, rank))
 
 
 def test_each_rank_resumes_its_own_rng_loader_position_and_sample_counts(monkeypatch):

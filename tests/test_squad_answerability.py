@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_lora.errors import LitLoraError
-from lit_lora.models._qa_decode import decide
+from lit_lora.models.qa.decode import decide
 from tests.helpers import trainer
 from tests.helpers.squad import datamodule, first_val_batch, qa_model
 from tests.helpers.training import changed_keys, snapshot, trainable_keys

@@ -18,10 +18,10 @@ import yaml
 from safetensors.torch import load_file
 
 from lit_lora.__main__ import main as lit_lora_main
-from lit_lora._locks import is_claimed, release, try_claim
+from lit_lora.core.locks import is_claimed, release, try_claim
 from lit_lora.errors import LitLoraError
-from lit_lora.sweep import LOCK, MARKER, STATE, is_completed, run_sweep, validate_keys
-from lit_lora.sweep_spec import build_command, expand, load_sweep, run_name
+from lit_lora.sweep.command import LOCK, MARKER, STATE, is_completed, run_sweep, validate_keys
+from lit_lora.sweep.spec import build_command, expand, load_sweep, run_name
 from tests.helpers import REPO
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))

@@ -20,7 +20,7 @@ def test_vera_builds_inside_a_default_device_context(tiny_bert):
     from peft import TaskType
     from transformers import AutoModelForSequenceClassification
 
-    from lit_lora.models._build import wrap_with_adapter
+    from lit_lora.models.engine.build import wrap_with_adapter
 
     def projections(default_device: str) -> torch.Tensor:
         base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)

@@ -10,8 +10,8 @@ import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from lit_lora._io import atomic_write_text
 from lit_lora.callbacks.results import run_dir
+from lit_lora.core.io import atomic_write_text
 
 
 class PredictionsWriter(BasePredictionWriter):

@@ -12,10 +12,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from lit_lora._io import atomic_write_json
-from lit_lora._ranks import gather_per_rank, own_entry
 from lit_lora.callbacks.meter import MachineLoad, memory_details, peak_memory, reset_peak_memory
+from lit_lora.core.io import atomic_write_json
 from lit_lora.data.sampler import is_padding_batch
+from lit_lora.runtime.ranks import gather_per_rank, own_entry
 
 LIBRARIES = (
     "lit_lora",

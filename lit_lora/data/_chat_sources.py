@@ -8,7 +8,7 @@ from typing import Any
 
 import datasets
 
-from lit_lora._ranges import OptionalPositiveInt, PositiveFloat
+from lit_lora.core.ranges import OptionalPositiveInt, PositiveFloat
 from lit_lora.data.files import FORMATS, load_split_file
 from lit_lora.errors import LitLoraError
 

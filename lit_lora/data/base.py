@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from lit_lora._ranges import (
+from lit_lora.core.hub import resolve_model_path
+from lit_lora.core.ranges import (
     NonNegativeInt,
     OptionalPositiveInt,
     PositiveFloat,
@@ -25,7 +26,6 @@ from lit_lora._ranges import (
 from lit_lora.data.files import check_data_dir, find_split_file, load_split_file, require_split_file
 from lit_lora.data.sampler import LengthGroupedSampler, ShardedBatches, chunk
 from lit_lora.errors import LitLoraError
-from lit_lora.models._build import resolve_model_path
 
 Split = Literal["train", "validation", "test"]
 HOLDOUT_SEED = 0  # one validation slice for every run seed, so that runs select on the same rows
@@ -95,7 +95,7 @@ class TextDataModule(L.LightningDataModule):
                 model.trust_remote_code by the CLI.
         """
         super().__init__()
-        check_init_arguments(self, "data.")  # this class's and every subclass's: lit_lora/_ranges.py
+        check_init_arguments(self, "data.")  # this class's and every subclass's: lit_lora/core/ranges.py
         self.tokenizer_name = tokenizer_name
         self.data_dir = data_dir
         self.max_length = max_length

@@ -90,7 +90,7 @@ class CausalTextDataModule(TextDataModule):
                 step as padded batches; evaluation stays padded. No padding is computed, but attention
                 runs over the whole row under a block-diagonal mask, its cost growing with the square of
                 the row (benchmarks/packing.py measures the trade). Refused at fit start for models whose
-                attention could cross sequences (lit_lora/models/_packing.py lists those allowed).
+                attention could cross sequences (lit_lora/models/lm/packing.py lists those allowed).
         """
         super().__init__(*args, **kwargs)
         self.predict_file = predict_file

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import datasets
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_lora._ranges import NonNegativeInt, OptionalPositiveInt, PositiveInt, Range, Seed
+from lit_lora.core.ranges import NonNegativeInt, OptionalPositiveInt, PositiveInt, Range, Seed
 from lit_lora.data._chat_render import ChatEncoder, resolve_template
 from lit_lora.data._chat_sources import (
     MESSAGE_FEATURES,
@@ -77,7 +77,7 @@ class ChatSFTDataModule(CausalTextDataModule):
                 to back, positions restarting at 0 for each, no padding. Same rows, loss and gradients per
                 step as padded batches; evaluation stays padded. Attention runs over the whole row under a
                 block-diagonal mask (cost: see benchmarks/packing.py). Refused at fit start for models
-                whose attention could cross sequences (lit_lora/models/_packing.py lists those allowed).
+                whose attention could cross sequences (lit_lora/models/lm/packing.py lists those allowed).
             trust_remote_code: Run tokenizer code shipped with a hub repository; linked to
                 model.trust_remote_code by the CLI.
         """

@@ -6,7 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from lit_lora._io import atomic_write_text
+from lit_lora.core.io import atomic_write_text
 from lit_lora.data.classification import SST2DataModule
 
 POSITIVE = [

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import datasets
 
-from lit_lora._ranges import PositiveInt
+from lit_lora.core.ranges import PositiveInt
 from lit_lora.data.causal import IGNORE, CausalTextDataModule
 from lit_lora.errors import LitLoraError
 from lit_lora.metrics.gsm8k import normalise

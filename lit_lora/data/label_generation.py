@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import datasets
 import torch
 
-from lit_lora._ranges import PositiveInt
+from lit_lora.core.ranges import PositiveInt
 from lit_lora.data._chat_render import resolve_template
 from lit_lora.data.causal import IGNORE, CausalCollator, CausalTextDataModule
 from lit_lora.data.classification import AGNewsDataModule, ClassificationDataModule, SST2DataModule

@@ -17,7 +17,7 @@ import datasets
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from lit_lora._ranges import PositiveInt
+from lit_lora.core.ranges import PositiveInt
 from lit_lora.data._squad_files import find_squad_file, load_squad_file
 from lit_lora.data.base import Split, TextDataModule
 from lit_lora.errors import LitLoraError

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import datasets
 
-from lit_lora._ranges import Range
+from lit_lora.core.ranges import Range
 from lit_lora.data.base import Split
 from lit_lora.data.causal import CausalTextDataModule
 from lit_lora.errors import LitLoraError

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from peft import AdaLoraConfig, PeftConfig, PeftModel, TaskType
 
-from lit_lora._ranges import DropoutRate, NonNegativeFloat, PositiveFloat, PositiveInt, Range
+from lit_lora.core.ranges import DropoutRate, NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from lit_lora.errors import LitLoraError
 from lit_lora.methods.base import ADAPTER, AdapterHooks, PeftMethod, trainable_device
 

@@ -15,7 +15,7 @@ import torch
 from peft import PeftConfig, PeftModel, TaskType
 
 if TYPE_CHECKING:
-    from lit_lora.adapters import Quantization
+    from lit_lora.core.quantization import Quantization
 
 ADAPTER = "default"  # the adapter name PEFT gives a single adapter
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from peft import LoraConfig, PeftConfig, TaskType
 
-from lit_lora._ranges import DropoutRate, PositiveFloat, PositiveInt
+from lit_lora.core.ranges import DropoutRate, PositiveFloat, PositiveInt
 from lit_lora.methods.base import PeftMethod
 
 

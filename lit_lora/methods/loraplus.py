@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from peft import PeftConfig, PeftModel
 from peft.optimizers import create_loraplus_optimizer
 
-from lit_lora._ranges import NonNegativeFloat, PositiveFloat
+from lit_lora.core.ranges import NonNegativeFloat, PositiveFloat
 from lit_lora.methods.lora import LoraSpec
 
 

@@ -13,7 +13,7 @@ from lit_lora.methods.base import AdapterHooks
 from lit_lora.methods.lora import LoraSpec
 
 if TYPE_CHECKING:
-    from lit_lora.adapters import Quantization
+    from lit_lora.core.quantization import Quantization
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from peft import PeftConfig, TaskType, VeraConfig
 
-from lit_lora._ranges import DropoutRate, FiniteFloat, PositiveInt, Seed
+from lit_lora.core.ranges import DropoutRate, FiniteFloat, PositiveInt, Seed
 from lit_lora.methods.base import PeftMethod
 
 

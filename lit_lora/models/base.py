@@ -16,31 +16,30 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from peft import PeftModel, TaskType, prepare_model_for_kbit_training
 from torch import nn
 
-from lit_lora._io import ADAPTER_EXPORT, atomic_directory
-from lit_lora._ranges import NonNegativeFloat, PositiveFloat, Range, check_init_arguments
-from lit_lora.adapters import Quantization
+from lit_lora.core.hub import describe_model, load_config
+from lit_lora.core.io import ADAPTER_EXPORT, atomic_directory
+from lit_lora.core.quantization import Quantization
+from lit_lora.core.ranges import NonNegativeFloat, PositiveFloat, Range, check_init_arguments
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.errors import LitLoraError
 from lit_lora.methods import ADAPTER, AdapterHooks, LoraSpec, PeftMethod, method_of
 from lit_lora.metrics.stages import StageMetrics
-from lit_lora.models._build import (
+from lit_lora.models.engine.build import (
     head_module_names,
     keep_4bit_weights_trainable_layout,
     load_base_model,
-    load_config,
     wrap_with_adapter,
 )
-from lit_lora.models._checkpoint import (
+from lit_lora.models.engine.checkpoint import (
     check_checkpoint_keys,
     restore_rng_states,
     save_rank_states,
     take_own_rank_state,
 )
-from lit_lora.models._footprint import weight_footprint_bytes
-from lit_lora.models._optim import configure as configure_optimization
-from lit_lora.models._packaged import describe_model
-from lit_lora.models._resume import resume_train_loader_position, start_next_epoch
-from lit_lora.models._zero import ZeroGradients, gathered_adapter
+from lit_lora.models.engine.footprint import weight_footprint_bytes
+from lit_lora.models.engine.optim import configure as configure_optimization
+from lit_lora.models.engine.resume import resume_train_loader_position, start_next_epoch
+from lit_lora.models.engine.zero import ZeroGradients, gathered_adapter
 
 
 class PeftModule(L.LightningModule):
@@ -88,7 +87,7 @@ class PeftModule(L.LightningModule):
                 that code runs with your permissions.
         """
         super().__init__()
-        check_init_arguments(self, "model.")  # this class's and every subclass's: lit_lora/_ranges.py
+        check_init_arguments(self, "model.")  # this class's and every subclass's: lit_lora/core/ranges.py
         self.model_name_or_path = model_name_or_path
         self.adapter = adapter if adapter is not None else LoraSpec()
         self.quantization = quantization if quantization is not None else Quantization()

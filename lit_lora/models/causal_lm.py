@@ -12,7 +12,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
-from lit_lora._ranges import OptionalPositiveInt, PositiveInt
+from lit_lora.core.hub import load_config, resolve_model_path
+from lit_lora.core.ranges import OptionalPositiveInt, PositiveInt
 from lit_lora.data.sampler import LengthGroupedSampler
 from lit_lora.metrics.gsm8k import flexible_answer, flexible_match, strict_answer, strict_match
 from lit_lora.metrics.language_model import (
@@ -24,15 +25,14 @@ from lit_lora.metrics.language_model import (
     TokenNLL,
     label_matches,
 )
-from lit_lora.models._build import load_config, resolve_model_path
-from lit_lora.models._choice_scores import choice_scores, choice_token_log_probs
-from lit_lora.models._chunked_loss import chunked_labelled_nll, takes_chunked_loss
-from lit_lora.models._greedy import greedy_generate, is_plain_greedy
-from lit_lora.models._labelled_logits import labelled_nll, labelled_positions, takes_position_mask
-from lit_lora.models._offload import offload_context, warn_if_no_effect
-from lit_lora.models._packing import check_packing_support, is_packed, packed_inputs
-from lit_lora.models._token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.base import PeftModule
+from lit_lora.models.engine.offload import offload_context, warn_if_no_effect
+from lit_lora.models.lm.choice_scores import choice_scores, choice_token_log_probs
+from lit_lora.models.lm.chunked_loss import chunked_labelled_nll, takes_chunked_loss
+from lit_lora.models.lm.greedy import greedy_generate, is_plain_greedy
+from lit_lora.models.lm.labelled_logits import labelled_nll, labelled_positions, takes_position_mask
+from lit_lora.models.lm.packing import check_packing_support, is_packed, packed_inputs
+from lit_lora.models.lm.token_window import WindowTokens, loss_tokens_per_row
 
 Batch = dict[str, Any]
 
@@ -96,7 +96,7 @@ class CausalLM(PeftModule):
                 training loss and the evaluation loss: only one chunk's [chunk x vocab] float32 logits
                 live at a time (recomputed in backward); same loss and gradients. None projects every
                 labelled position at once. Families other than those in
-                lit_lora/models/_chunked_loss.py, AdaLoRA and ZeRO-3 on several ranks always project
+                lit_lora/models/lm/chunked_loss.py, AdaLoRA and ZeRO-3 on several ranks always project
                 at once.
             activation_offloading: On CUDA, keep the tensors saved for backward in pinned CPU memory
                 instead of on the GPU (torch.autograd.graph.save_on_cpu); slower, same numbers. Stacks

@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import Accuracy, F1Score
 from transformers import AutoModelForSequenceClassification
 
-from lit_lora._ranges import Range
+from lit_lora.core.ranges import Range
 from lit_lora.errors import LitLoraError
 from lit_lora.models.base import PeftModule
 

@@ -12,20 +12,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 from transformers import AutoModelForQuestionAnswering
 
-from lit_lora._ranges import FiniteFloat, PositiveInt, Range
+from lit_lora.core.ranges import FiniteFloat, PositiveInt, Range
 from lit_lora.metrics.gathered import GatheredObjects
 from lit_lora.metrics.span import SpanAccuracy
 from lit_lora.metrics.squad_v2 import threshold_scores
-from lit_lora.models._answerability import HEAD_NAME, attach_head, check_saved_adapter, null_logits
-from lit_lora.models._qa_decode import (
-    FeatureResult,
-    decide,
-    gold_by_question,
-    to_char_spans,
-    top_token_spans,
-)
-from lit_lora.models._qa_ensemble import Member, ensemble_members, ensemble_outputs, load_members
 from lit_lora.models.base import PeftModule
+from lit_lora.models.qa.answerability import HEAD_NAME, attach_head, check_saved_adapter, null_logits
+from lit_lora.models.qa.decode import FeatureResult, decide, gold_by_question, to_char_spans, top_token_spans
+from lit_lora.models.qa.ensemble import Member, ensemble_members, ensemble_outputs, load_members
 
 Batch = dict[str, Any]
 CLS_INDEX = 0  # the null answer's position; the datamodule labels unanswerable windows with it

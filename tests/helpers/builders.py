@@ -7,9 +7,9 @@ from typing import Any
 
 import lightning as L
 
-from lit_lora.adapters import LoraSpec, Quantization
+from lit_lora.core.quantization import Quantization
 from lit_lora.data import SST2DataModule
-from lit_lora.methods import PeftMethod
+from lit_lora.methods import LoraSpec, PeftMethod
 from lit_lora.models import CausalLM, SequenceClassifier
 
 # The tiny BERT's shape (the `tiny_bert` fixture, and the bad-input table's own copy of it).

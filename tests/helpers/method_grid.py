@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_lora.methods import ADAPTER, PeftMethod
 from lit_lora.models import CausalLM, PeftModule, QuestionAnswering, SequenceClassifier
-from lit_lora.report import approach
+from lit_lora.report.runs import approach
 from tests.helpers import sst2
 from tests.helpers.training import LossTrace, fit
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lit_lora import _report_checks as checks
-from lit_lora.report import MEMORY_KINDS, SUMMARY_NAMES, TITLES, Found, Row, fmt
-from lit_lora.report_curves import Curves
+from lit_lora.report import checks
+from lit_lora.report.curves import Curves
+from lit_lora.report.runs import MEMORY_KINDS, SUMMARY_NAMES, TITLES, Found, Row, fmt
 
 
 def markdown(

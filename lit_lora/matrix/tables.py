@@ -11,8 +11,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from lit_lora._io import atomic_write_text
-from lit_lora._matrix_spec import Column, Spec
+from lit_lora.core.io import atomic_write_text
+from lit_lora.matrix.spec import Column, Spec
 
 FAILED = "failed"
 NOT_RUN = "not run"  # left out by --tasks / --models and not finished earlier
@@ -98,7 +98,7 @@ def to_markdown(spec: Spec, cells: Cells) -> str:
 
 def heatmap(spec: Spec, cells: Cells, path: Path) -> None:
     """Colour is scaled per column (tasks use different metrics); each cell shows its raw number."""
-    from lit_lora.report_plots import plt, save_atomic
+    from lit_lora.report.plots import plt, save_atomic
 
     columns = spec.columns
     grid: list[list[float | None]] = [

@@ -1,7 +1,7 @@
-"""Quantisation of the frozen base (the one place that knows bitsandbytes' API), and the adapter specs.
+"""Quantisation of the frozen base (the one place that knows bitsandbytes' API).
 
-The methods themselves live in :mod:`lit_lora.methods`, one file each; they are re-exported here. QLoRA
-is not a class: it is any method plus a :class:`Quantization` with a mode other than ``none``.
+QLoRA is not a class: it is any method of :mod:`lit_lora.methods` plus a :class:`Quantization`
+with a mode other than ``none``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ from typing import Any, Literal
 import torch
 
 from lit_lora.errors import LitLoraError
-from lit_lora.methods import AdaLoraSpec, LoraSpec, PeftMethod
-
-AdapterSpec = PeftMethod  # the name the model modules' ``adapter`` argument has always had
-__all__ = ["AdaLoraSpec", "AdapterSpec", "LoraSpec", "PeftMethod", "Quantization"]
 
 QuantMode = Literal["none", "nf4", "fp4", "int8"]
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from lit_lora._ranges import OptionalPositiveInt, check_config
+from lit_lora.core.ranges import OptionalPositiveInt, check_config
 from lit_lora.errors import LitLoraError
 
 TOP_KEYS = {

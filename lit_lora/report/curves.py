@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lit_lora.report import Row, metric_names, stats
+from lit_lora.report.runs import Row, metric_names, stats
 
 LOSS = "train/loss"
 

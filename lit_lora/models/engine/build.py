@@ -11,27 +11,15 @@ from typing import Any
 import torch
 from peft import PeftModel, TaskType, get_peft_model
 from safetensors import SafetensorError
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from lit_lora.adapters import Quantization
+from lit_lora.core.hub import resolve_model_path
+from lit_lora.core.quantization import Quantization
 from lit_lora.errors import LitLoraError
 from lit_lora.methods import ADAPTER, PeftMethod, method_of
-from lit_lora.models._packaged import packaged_model_path
 
 log = logging.getLogger(__name__)
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """A local directory as is; a hub name with packaged weights to that copy; else the hub name."""
-    if Path(name_or_path).is_dir():
-        return name_or_path
-    packaged = packaged_model_path(name_or_path)
-    if packaged is not None:
-        return str(packaged)
-    if name_or_path.startswith((".", "/", "~")):
-        raise LitLoraError(f"model.model_name_or_path={name_or_path}: no such directory")
-    return name_or_path
 
 
 def head_module_names(auto_cls: Any, config: PretrainedConfig) -> list[str]:
@@ -54,20 +42,6 @@ def head_module_names(auto_cls: Any, config: PretrainedConfig) -> list[str]:
 
 def _has_params(model: torch.nn.Module, child: str) -> bool:
     return any(True for _ in getattr(model, child).parameters())
-
-
-def load_config(name_or_path: str, **config_kwargs: Any) -> PretrainedConfig:
-    try:
-        return AutoConfig.from_pretrained(resolve_model_path(name_or_path), **config_kwargs)
-    except OSError as err:
-        raise LitLoraError(f"model.model_name_or_path={name_or_path}: {str(err).splitlines()[0]}") from err
-    except ValueError as err:
-        if "trust_remote_code" not in str(err):
-            raise
-        raise LitLoraError(
-            f"model.model_name_or_path={name_or_path} ships its own Python code, which lit_lora does not "
-            "run unless asked: read it, then set model.trust_remote_code: true"
-        ) from err
 
 
 def load_base_model(

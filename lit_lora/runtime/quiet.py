@@ -7,7 +7,7 @@ and every other warning, still show. Why each is harmless:
   bitsandbytes tries a hub kernel at import and, failing, uses its own NF4 kernels; lit_lora keeps the
   hub out (below), so this is always the case and the message reports nothing new.
 - Lightning ``Starting from v1.9.0, `tensorboardX` has been removed``: lit_lora picks the loggers
-  itself (``lit_lora/loggers.py``); ``--trainer.logger`` chooses another one.
+  itself (``lit_lora/runtime/loggers.py``); ``--trainer.logger`` chooses another one.
 - Lightning's ``💡 Tip`` lines advertising litlogger and litmodels: advertisements.
 - torch's ``isinstance(treespec, LeafSpec)`` deprecation, raised in Lightning's pytree helper, and
   transformers' ``is_gradient_checkpointing`` deprecation, raised when PEFT reads that property:

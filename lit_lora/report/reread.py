@@ -11,8 +11,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from lit_lora import _report_checks as checks
 from lit_lora.errors import LitLoraError
+from lit_lora.report import checks
 
 NEEDED = ("config", "run_dir", "config_name", "approach", "device", "memory_kind", "train_time_s")
 

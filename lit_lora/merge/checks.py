@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lit_lora._merge_average import average_ab
 from lit_lora.errors import LitLoraError
+from lit_lora.merge.average import average_ab
 
 
 @dataclass(frozen=True)

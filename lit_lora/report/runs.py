@@ -1,6 +1,6 @@
 """The runs of a report: finding records, joining evaluations to fits, grouping and summarising.
 
-The rules are in the docstring of :mod:`lit_lora.report_command`, the command that uses them.
+The rules are in the docstring of :mod:`lit_lora.report.command`, the command that uses them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lit_lora import _report_checks as checks
-from lit_lora._report_reread import reread_results_csv
 from lit_lora.errors import LitLoraError
+from lit_lora.report import checks
+from lit_lora.report.reread import reread_results_csv
 
 IGNORED_SUFFIXES = ("seed", "seed_everything", "default_root_dir", "ckpt_path", "config")
 IGNORED_PREFIXES = ("trainer.logger",)
@@ -168,7 +168,7 @@ def _row(directory: Path, fit: dict[str, Any], others: list[dict[str, Any]]) -> 
         "weight_memory_mb": fit.get("weight_memory_mb"),
         **{k: fit.get(k) for k in ("peak_memory_mb", "memory_kind", "train_time_s", "wall_time_s")},
         **{k: fit.get(k) for k in ("samples_per_s", "train_samples", "global_steps", "epochs")},
-        "load": state,  # clear, contended or unknown: see lit_lora/_report_checks.py
+        "load": state,  # clear, contended or unknown: see lit_lora/report/checks.py
         "load_note": why,
         "load_avg_per_core": round(load["load_avg_1m_mean"] / cores, 2)
         if load.get("load_avg_1m_mean") is not None and cores

@@ -10,7 +10,7 @@ range pinned in pyproject.toml.
 
     trainer:
       strategy:
-        class_path: lit_lora.strategies.LitLoraDeepSpeed
+        class_path: lit_lora.runtime.strategies.LitLoraDeepSpeed
         init_args: {stage: 3}
 """
 

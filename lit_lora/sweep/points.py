@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import read_json_object
-from lit_lora._locks import is_claimed
+from lit_lora.core.io import read_json_object
+from lit_lora.core.locks import is_claimed
 
 MARKER = "sweep_run.json"
 LOCK = ".sweep_run.lock"

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
-from lit_lora.models._labelled_logits import labelled_positions
+from lit_lora.models.lm.labelled_logits import labelled_positions
 
 # Checked against transformers' own forward by tests/test_chunked_loss.py (llama, qwen2) and by reading
 # the others' forward: logits = lm_head(hidden_states), no soft-capping (gemma2/3), no scaling (granite).

@@ -44,12 +44,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import atomic_write_json, check_output_folder, file_sha256, read_json_object
-from lit_lora._matrix_spec import Column, Model, Spec, Task, cell_command, load_spec
-from lit_lora._matrix_tables import FAILED, NOT_RUN, Cell, Cells, write_all
-from lit_lora._ranges import PositiveInt, check_config
+from lit_lora.core.io import atomic_write_json, check_output_folder, file_sha256, read_json_object
+from lit_lora.core.ranges import PositiveInt, check_config
 from lit_lora.errors import LitLoraError
-from lit_lora.merge import adapter_weights_sha256
+from lit_lora.matrix.spec import Column, Model, Spec, Task, cell_command, load_spec
+from lit_lora.matrix.tables import FAILED, NOT_RUN, Cell, Cells, write_all
+from lit_lora.merge.command import adapter_weights_sha256
 
 LOG = "cell.log"
 KEY_FILE = "cell_key.json"

@@ -14,7 +14,7 @@ Runs are grouped by ``config_name``, method, quantisation, device (name and coun
 the rest of their recorded config, ignoring seeds and output paths: a group is one configuration on one
 kind of device over seeds. Each group shows mean ± sample standard deviation (ddof=1) and n; n=1 shows
 no ±. Time and samples/s leave out the runs measured under contention and mark the times whose load
-is unknown or that spread widely (the rule: ``lit_lora/_report_checks.py``).
+is unknown or that spread widely (the rule: ``lit_lora/report/checks.py``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lit_lora._io import atomic_write_text, check_output_folder
-from lit_lora.report import find_runs, group_runs, metric_names, summarize, to_csv
-from lit_lora.report_curves import collect
-from lit_lora.report_markdown import markdown
+from lit_lora.core.io import atomic_write_text, check_output_folder
+from lit_lora.report.curves import collect
+from lit_lora.report.markdown import markdown
+from lit_lora.report.runs import find_runs, group_runs, metric_names, summarize, to_csv
 
 OUTPUT_FILES = (
     "results.csv", "summary.csv", "summary.md", "other_evaluations.csv", "accuracy_vs_params.png",
@@ -71,11 +71,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         atomic_write_text(args.out / "other_evaluations.csv", to_csv(found.other_data))
         written.append("other_evaluations.csv")
     if not args.no_plots:
-        from lit_lora.report_plots import plot_all
+        from lit_lora.report.plots import plot_all
 
         written += plot_all(summary, run_rows, split, args.out)
         if curves.points:
-            from lit_lora.report_plots import curves as plot_curves
+            from lit_lora.report.plots import curves as plot_curves
 
             plot_curves(curves.points, curves.metrics, args.out / "curves.png")
             written.append("curves.png")

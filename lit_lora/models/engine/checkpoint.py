@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from lit_lora._ranks import gather_per_rank, own_entry
 from lit_lora.errors import LitLoraError
+from lit_lora.runtime.ranks import gather_per_rank, own_entry
 
 RANK_STATES = "rank_states"
 
@@ -33,7 +33,7 @@ def _loader_states(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_rank_states(checkpoint: dict[str, Any]) -> None:
-    """Every rank's RNG states and training-loader position, in rank order (see lit_lora._ranks).
+    """Every rank's RNG states and training-loader position, in rank order (see lit_lora.runtime.ranks).
 
     Ranks draw different numbers of dropout values (their batches differ in shape), so their RNGs part.
     """

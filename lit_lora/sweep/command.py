@@ -27,10 +27,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from lit_lora._io import atomic_write_json, check_output_folder, read_json_object
-from lit_lora._locks import is_claimed, locked, release, try_claim
-from lit_lora._ranges import OptionalPositiveInt, PositiveInt, Seed, check_config
-from lit_lora._sweep_points import (
+from lit_lora.core.io import atomic_write_json, check_output_folder, read_json_object
+from lit_lora.core.locks import is_claimed, locked, release, try_claim
+from lit_lora.core.ranges import OptionalPositiveInt, PositiveInt, Seed, check_config
+from lit_lora.errors import LitLoraError
+from lit_lora.sweep.points import (
     DEFAULT_MAX_ATTEMPTS,
     LOCK,
     MARKER,
@@ -40,8 +41,7 @@ from lit_lora._sweep_points import (
     is_completed,
     resume_checkpoint,
 )
-from lit_lora.errors import LitLoraError
-from lit_lora.sweep_spec import Sweep, build_command, expand, load_sweep, run_name, sample
+from lit_lora.sweep.spec import Sweep, build_command, expand, load_sweep, run_name, sample
 
 STATE = "sweep_state.json"
 LOG = "run.log"

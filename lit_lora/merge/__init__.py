@@ -1,0 +1,1 @@
+"""``python -m lit_lora merge``: command, checks, average_ab."""

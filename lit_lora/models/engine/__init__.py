@@ -1,0 +1,1 @@
+"""PeftModule's machinery: build, checkpoint, resume, optimizer, ZeRO, footprint."""

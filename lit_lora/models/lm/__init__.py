@@ -1,0 +1,1 @@
+"""CausalLM's pieces: greedy generation, choice scores, labelled logits, packing."""

@@ -1,0 +1,1 @@
+"""QuestionAnswering's pieces: span decoding, answerability head, adapter ensembles."""

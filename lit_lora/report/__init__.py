@@ -1,0 +1,1 @@
+"""``python -m lit_lora report``: command, runs, markdown, curves, plots."""

@@ -1,0 +1,1 @@
+"""Where and how a run executes: device rules, the DeepSpeed strategy, loggers, ranks."""

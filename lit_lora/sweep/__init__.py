@@ -1,0 +1,1 @@
+"""``python -m lit_lora sweep``: command, spec."""
