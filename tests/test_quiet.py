@@ -80,7 +80,7 @@ def test_bitsandbytes_is_imported_without_asking_for_a_hub_kernel(tmp_path: Path
     # kernels is imported last: the fake must be importable again once bitsandbytes is in.
     code = "\n".join(
         (
-            "from lit_lora import _quiet",
+            "from lit_lora.runtime import quiet as _quiet",
             "_quiet.import_bitsandbytes_without_hub_kernels()",
             "import bitsandbytes, kernels",
         )
