@@ -43,22 +43,28 @@ def one_node_two_processes(tiny_bert: Path, tiny_sst2: Path, out: Path) -> subpr
 def two_nodes_one_process(tiny_bert: Path, tiny_sst2: Path, out: Path) -> list[tuple[int, str]]:
     """(exit status, stderr) of node 0 and node 1, started together against one master port."""
     port, topology = free_port(), ["--trainer.num_nodes", "2", "--trainer.devices", "1"]
-    nodes = [
-        subprocess.Popen(
-            fit_args(tiny_bert, tiny_sst2, out / f"node{node}", *topology),
-            cwd=REPO,
-            env=rank_env(out / "ranks", port, NODE_RANK=str(node)),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for node in (0, 1)
-    ]
-    try:
-        return [(node.wait(timeout=300), node.communicate()[1]) for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
+    out.mkdir(parents=True, exist_ok=True)
+    # stderr to files, not pipes: a node blocked on a full pipe nobody reads would stall the other's
+    # collectives, and the test would wait on a hang of its own making.
+    logs = [out / f"node{node}.stderr" for node in (0, 1)]
+    with logs[0].open("w") as err0, logs[1].open("w") as err1:
+        nodes = [
+            subprocess.Popen(
+                fit_args(tiny_bert, tiny_sst2, out / f"node{node}", *topology),
+                cwd=REPO,
+                env=rank_env(out / "ranks", port, NODE_RANK=str(node)),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+            )
+            for node, err in ((0, err0), (1, err1))
+        ]
+        try:
+            statuses = [node.wait(timeout=300) for node in nodes]
+        finally:
+            for node in nodes:
+                node.kill()
+    return [(status, log.read_text()) for status, log in zip(statuses, logs, strict=True)]
 
 
 def rank_dumps(directory: Path) -> list[dict]:
