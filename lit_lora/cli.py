@@ -19,7 +19,7 @@ from lit_lora.core.ranges import Seed, check_value
 from lit_lora.data.base import TextDataModule
 from lit_lora.errors import LitLoraError
 from lit_lora.models.base import PeftModule
-from lit_lora.runtime.devices import check_device_support, check_single_device
+from lit_lora.runtime.devices import check_cluster_settings, check_device_support, check_single_device
 from lit_lora.runtime.last_checkpoint import find_last_checkpoint
 from lit_lora.runtime.loggers import run_loggers
 
@@ -116,6 +116,7 @@ class LitLoraCLI(LightningCLI):
             # Lightning says it with a traceback; the value is what the user must change.
             devices = trainer_config.get("devices")
             raise LitLoraError(f"trainer.devices={devices}: {str(err).splitlines()[0]}") from err
+        check_cluster_settings(trainer)
         if configured is not False:  # CSV with a claimed version_N first; W&B under a sweep agent
             default = configured in (None, True)
             trainer.loggers = run_loggers(trainer.loggers, trainer.default_root_dir, default)

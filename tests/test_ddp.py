@@ -8,9 +8,7 @@ an evaluation in this process.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,28 +18,15 @@ import torch
 
 from lit_lora import AdaLoraSpec
 from tests.helpers import REPO, classifier, sst2, trainer
+from tests.helpers.launch import free_port, rank_env
 
 DDP = ["--config", "configs/extras/ddp.yaml", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 PROBE = ["--trainer.callbacks+=tests.helpers.dist_probe.RankDump", "--trainer.enable_progress_bar", "false"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_two_ranks(*args: str, dump: Path, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "OMP_NUM_THREADS": "1",  # one core per rank on a 2-core machine
-        "LIT_LORA_RANK_DUMP": str(dump),
-        **({"LIT_LORA_KILL_AT_STEP": str(kill_at)} if kill_at is not None else {}),
-    }
+    kill = {"LIT_LORA_KILL_AT_STEP": str(kill_at)} if kill_at is not None else {}
+    env = rank_env(dump, free_port(), **kill)
     command = [sys.executable, "-m", "lit_lora", *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

@@ -215,7 +215,8 @@ class ResultsRecorder(L.Callback):
             **(self._load.record() if stage in ("fit", "test") else {}),
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-            "num_devices": trainer.world_size,
+            "num_devices": trainer.world_size,  # all processes, over every node
+            "num_nodes": trainer.num_nodes,
             "precision": str(trainer.precision),
             "seed": _seed(),
             "validation_source": getattr(trainer.datamodule, "validation_source", None),

@@ -119,10 +119,13 @@ def load_state(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def device_label(record: dict[str, Any]) -> str:
-    """``cpu``, ``NVIDIA H200``, ``NVIDIA H100 80GB HBM3 x2``: what measured the time and memory."""
+    """``cpu``, ``NVIDIA H200``, ``NVIDIA H100 80GB HBM3 x8 on 2 nodes``: what measured the time and
+    memory (8 processes on two machines talk over the network, so they are not one machine's 8)."""
     name = record.get("device_name") or record.get("device") or "unknown device"
     count = int(record.get("num_devices") or 1)
-    return f"{name} x{count}" if count > 1 else str(name)
+    nodes = int(record.get("num_nodes") or 1)
+    label = f"{name} x{count}" if count > 1 else str(name)
+    return f"{label} on {nodes} nodes" if nodes > 1 else label
 
 
 def run_folder(record: dict[str, Any], directory: Path) -> str:

@@ -69,6 +69,22 @@ def check_single_device(accelerator: Any, strategy: Any, devices: Any) -> None:
         raise LitLoraError(f"trainer.devices={devices}: MPS is a single device; use trainer.devices 1")
 
 
+def check_cluster_settings(trainer: Any) -> None:
+    """When the Trainer is built: ``trainer.devices`` x ``num_nodes`` against what the launcher started
+    (SLURM's ``--ntasks-per-node`` and ``--nodes``, torchrun's world size). Lightning checks this only
+    once ``fit`` launches, after the model is built, and with a traceback."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if environment is None:
+        return
+    try:
+        environment.validate_settings(num_devices=trainer.num_devices, num_nodes=trainer.num_nodes)
+    except ValueError as err:
+        raise LitLoraError(
+            f"trainer.devices={trainer.num_devices}, trainer.num_nodes={trainer.num_nodes}: "
+            f"{str(err).splitlines()[0]}"
+        ) from err
+
+
 def _device_count(devices: Any) -> int | None:
     if isinstance(devices, list | tuple):
         return len(devices)

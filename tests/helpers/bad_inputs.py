@@ -11,6 +11,7 @@ import contextlib
 import errno
 import io
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,16 @@ def disk_full() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def slurm_rank_zero() -> Iterator[None]:
+    """The environment ``srun`` gives rank 0 of ``sbatch --nodes 2 --ntasks-per-node 4``."""
+    env = {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "fit",
+           "SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+           "SLURM_NODELIST": "node[0-1]"}  # fmt: skip
+    with mock.patch.dict(os.environ, env):
+        yield
+
+
 def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
     return [
         Case("unknown key", "model.adapter.rr: unknown key", lambda t: ["--model.adapter.rr", "3"]),
@@ -140,6 +151,10 @@ def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
              lambda t: ["--config", "configs/extras/ddp.yaml", "--trainer.devices", "-3"]),
         Case("DeepSpeed on an impossible device count", "`Trainer(devices='0')` value is not a valid input",
              lambda t: ["--config", "configs/extras/deepspeed_zero2.yaml", "--trainer.devices", "0"]),
+        Case("SLURM tasks per node other than trainer.devices",
+             "trainer.devices=1, trainer.num_nodes=2: You set `devices=1` in Lightning, but the number",
+             lambda t: ["--config", "configs/extras/ddp.yaml", "--trainer.accelerator", "cpu",
+                        "--trainer.num_nodes", "2"], patch=slurm_rank_zero),
         Case("AdaLoRA phases longer than the run", "leaves no budgeting phase",
              lambda t: ["--model.adapter.tinit", "5", "--model.adapter.tfinal", "5"],
              config="configs/sst2_adalora.yaml"),
