@@ -6,7 +6,7 @@ import importlib
 import sys
 
 from lit_lora.errors import LitLoraError
-from lit_lora.runtime import quiet as _quiet
+from lit_lora.runtime import quiet
 
 OWN_COMMANDS = {
     "sweep": "lit_lora.sweep.command",
@@ -20,9 +20,9 @@ NO_MODEL_COMMANDS = ("sweep", "report", "-h", "--help")  # they load no model: n
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    _quiet.install()  # before the libraries that print what a user cannot act on are imported
+    quiet.install()  # before the libraries that print what a user cannot act on are imported
     if not args or args[0] not in NO_MODEL_COMMANDS:  # the commands that may load a quantised model
-        _quiet.import_bitsandbytes_without_hub_kernels()
+        quiet.import_bitsandbytes_without_hub_kernels()
     if args and args[0] in OWN_COMMANDS:
         try:
             importlib.import_module(OWN_COMMANDS[args[0]]).main(args[1:])

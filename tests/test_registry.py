@@ -20,7 +20,7 @@ from peft import LoraConfig
 
 import lit_lora.methods
 from lit_lora.errors import LitLoraError
-from lit_lora.merge import checks as _merge_checks
+from lit_lora.merge import checks as merge_checks
 from lit_lora.merge import command as merge
 from lit_lora.methods import METHODS, LoraSpec, PeftMethod, method_of
 from tests.helpers import REPO
@@ -137,16 +137,16 @@ def fake_adapter(directory: Path) -> Path:
 def test_a_merge_method_is_its_table_row(tmp_path, monkeypatch):
     calls = []
     row = dataclasses.replace(
-        _merge_checks.COMBINATIONS["average_ab"], combine=lambda *args: calls.append(args)
+        merge_checks.COMBINATIONS["average_ab"], combine=lambda *args: calls.append(args)
     )
-    monkeypatch.setitem(_merge_checks.COMBINATIONS, "average_ab", row)
+    monkeypatch.setitem(merge_checks.COMBINATIONS, "average_ab", row)
     sources = [fake_adapter(tmp_path / "a"), fake_adapter(tmp_path / "b")]
     merge.merge(sources, "average_ab", [1.0, 3.0], tmp_path / "out")
     assert [(a, c["base_model_name_or_path"], w) for a, c, w, _ in calls] == [(sources, "b", [1.0, 3.0])]
     assert json.loads((tmp_path / "out" / "merge.json").read_text())["method"] == "average_ab"
 
-    needs_density = _merge_checks.Combination("pruned", "help", density=True)
-    monkeypatch.setitem(_merge_checks.COMBINATIONS, "pruned", needs_density)
-    configs = [_merge_checks.read_config(s) for s in sources]
+    needs_density = merge_checks.Combination("pruned", "help", density=True)
+    monkeypatch.setitem(merge_checks.COMBINATIONS, "pruned", needs_density)
+    configs = [merge_checks.read_config(s) for s in sources]
     with pytest.raises(LitLoraError, match="--method pruned needs --density"):
-        _merge_checks.check_adapters(sources, configs, "pruned", [1.0, 1.0], None)
+        merge_checks.check_adapters(sources, configs, "pruned", [1.0, 1.0], None)
