@@ -111,11 +111,13 @@ class LitLoraCLI(LightningCLI):
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (TypeError, ValueError) as err:
-            if "devices" not in str(err):
+            # Lightning says these with a traceback; the value is what the user must change.
+            key = next((k for k in ("devices", "precision") if k in str(err)), None)
+            if key is None:
                 raise
-            # Lightning says it with a traceback; the value is what the user must change.
-            devices = trainer_config.get("devices")
-            raise LitLoraError(f"trainer.devices={devices}: {str(err).splitlines()[0]}") from err
+            raise LitLoraError(
+                f"trainer.{key}={trainer_config.get(key)}: {str(err).splitlines()[0]}"
+            ) from err
         check_cluster_settings(trainer)
         if configured is not False:  # CSV with a claimed version_N first; W&B under a sweep agent
             default = configured in (None, True)

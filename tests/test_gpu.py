@@ -184,3 +184,36 @@ def test_zero3_partitions_the_base_at_load_on_two_gpus(tiny_bert, tiny_sst2, tmp
     assert all(0 < peak < 0.8 * whole for peak in peaks), (peaks, whole)
     base = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
     PeftModel.from_pretrained(base, tmp_path / "fit" / "lightning_logs" / "version_0" / "adapter")
+
+
+def test_qlora_under_fsdp2_shards_4bit_weights_stored_in_the_compute_dtype(tiny_bert, tiny_sst2, tmp_path):
+    # Packed 4-bit weights stored as uint8 would be the one dtype apart from the bf16 compute dtype:
+    # lit_lora stores them in the compute dtype under FSDP2 (bnb_4bit_quant_storage) so they shard.
+    pytest.importorskip("bitsandbytes")
+    devices = str(min(2, torch.cuda.device_count()))
+    common = [
+        "--config", "configs/sst2_qlora.yaml", "--model.model_name_or_path", str(tiny_bert),
+        "--data.data_dir", str(tiny_sst2), "--trainer.accelerator", DEVICE,
+    ]  # fmt: skip
+    fitted = run_cli(
+        "fit", *common, "--config", "configs/extras/fsdp.yaml", "--trainer.devices", devices,
+        "--trainer.max_epochs", "1", "--trainer.callbacks+=tests.helpers.dist_probe.ShardProbe",
+        "--trainer.default_root_dir", str(tmp_path / "fit"),
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    record = results(tmp_path / "fit")
+    assert record["num_devices"] == int(devices) and record["quantization"] == "nf4"
+    shards = json.loads((tmp_path / "fit" / "shards0.json").read_text())
+    assert shards["packed_dtypes"] == ["torch.bfloat16"]
+    if devices == "2":
+        assert shards["local"] < 0.51 * shards["numel"]
+    # The export, gathered whole, scores in one process what the sharded model scored.
+    adapter = tmp_path / "fit" / "lightning_logs" / "version_0" / "adapter"
+    validated = run_cli(
+        "validate", *common, "--trainer.devices", "1", "--model.adapter_path", str(adapter),
+        "--trainer.default_root_dir", str(tmp_path / "one"),
+    )  # fmt: skip
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    one = results(tmp_path / "one")["metrics"]
+    assert one["val/acc"] == record["metrics"]["val/acc"]
+    assert one["val/loss"] == pytest.approx(record["metrics"]["val/loss"], rel=1e-3)

@@ -33,11 +33,12 @@ class Quantization:
     def enabled(self) -> bool:
         return self.mode != "none"
 
-    def to_bnb_config(self, skip_modules: list[str], device: torch.device) -> Any:
+    def to_bnb_config(self, skip_modules: list[str], device: torch.device, shardable: bool = False) -> Any:
         """A transformers ``BitsAndBytesConfig`` that keeps ``skip_modules`` (heads, pooler) unquantised.
 
         No skip modules (language models) leaves transformers' default, which keeps the output layer
-        (``lm_head``) unquantised; an empty list would quantise it.
+        (``lm_head``) unquantised; an empty list would quantise it. ``shardable`` (FSDP2) stores the
+        packed 4-bit weights in the compute dtype, the dtype of the other weights, so they shard with them.
         """
         from transformers import BitsAndBytesConfig
 
@@ -48,6 +49,7 @@ class Quantization:
             bnb_4bit_quant_type=self.mode,
             bnb_4bit_use_double_quant=self.double_quant,
             bnb_4bit_compute_dtype=self.resolved_compute_dtype(device),
+            bnb_4bit_quant_storage=self.resolved_compute_dtype(device) if shardable else torch.uint8,
             llm_int8_skip_modules=skip_modules or None,
         )
 

@@ -27,7 +27,11 @@ class ConvertedOnExport(AdapterHooks):
             for k, v in get_peft_model_state_dict(model).items()
         }
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        # PEFT's conversion loads the initial adapter into the model and reads it back from the same
+        # ``state_dict``; a sharded model (FSDP2) cannot take part, so these methods refuse it
+        # (``supports_fsdp``) and ``state_dict`` is always None here.
+        assert state_dict is None, "PiSSA/OLoRA export from a sharded model"
         with tempfile.TemporaryDirectory() as scratch:
             # PEFT writes the initial adapter's config there itself and loads it under the folder's name.
             initial = Path(scratch) / "initial_adapter"

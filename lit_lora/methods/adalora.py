@@ -53,6 +53,9 @@ class AdaLoraSpec(PeftMethod):
     # PEFT's AdaLoRA reads its partitioned matrices outside any module's forward, where ZeRO-3 never
     # gathers them (PEFT relies on transformers' own DeepSpeed integration for that).
     supports_zero3: ClassVar[bool] = False
+    # Its allocator ranks importance over whole gradients and masks whole singular-value vectors in
+    # place; FSDP2 holds each rank's shard of both (and of orth_reg's matrices) only.
+    supports_fsdp: ClassVar[bool] = False
 
     def to_peft_config(
         self, task_type: TaskType, modules_to_save: list[str], total_steps: int | None

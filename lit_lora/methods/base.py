@@ -31,6 +31,8 @@ class PeftMethod(ABC):
     """Name the report shows (``LoRA``, ``AdaLoRA``, ...)."""
     supports_zero3: ClassVar[bool] = True
     """False when the method cannot train under DeepSpeed ZeRO-3."""
+    supports_fsdp: ClassVar[bool] = True
+    """False when the method cannot train under FSDP2 (lit_lora.runtime.fsdp)."""
     target_modules: list[str] | None
 
     @abstractmethod
@@ -122,9 +124,10 @@ class AdapterHooks:
         """Counts beside PEFT's trainable/total (AdaLoRA: what the final rank budget keeps)."""
         return {}
 
-    def save(self, directory: Path) -> None:
-        """Write the adapter in PEFT format, loadable on the unchanged base model."""
-        self.model.save_pretrained(str(directory))
+    def save(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the adapter in PEFT format, loadable on the unchanged base model; from ``state_dict``
+        (whole tensors) where the model's own are sharded (FSDP2)."""
+        self.model.save_pretrained(str(directory), state_dict=state_dict)
 
 
 def trainable_device(model: torch.nn.Module) -> torch.device:

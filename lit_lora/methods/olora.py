@@ -23,6 +23,8 @@ class OloraSpec(LoraSpec):
 
     method: ClassVar[str] = "olora"
     label: ClassVar[str] = "OLoRA"
+    # Its export converts against the initial adapter, which PEFT loads into the (sharded) model.
+    supports_fsdp: ClassVar[bool] = False
 
     def lora_options(self) -> dict[str, Any]:
         return {"init_lora_weights": "olora"}

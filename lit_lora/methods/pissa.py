@@ -23,6 +23,8 @@ class PissaSpec(LoraSpec):
 
     method: ClassVar[str] = "pissa"
     label: ClassVar[str] = "PiSSA"
+    # Its export converts against the initial adapter, which PEFT loads into the (sharded) model.
+    supports_fsdp: ClassVar[bool] = False
 
     def lora_options(self) -> dict[str, Any]:
         return {"init_lora_weights": "pissa"}

@@ -37,6 +37,7 @@ from lit_lora.models.engine.checkpoint import (
     take_own_rank_state,
 )
 from lit_lora.models.engine.footprint import weight_footprint_bytes
+from lit_lora.models.engine.fsdp import shard_if_asked, shards_model, whole_adapter_state
 from lit_lora.models.engine.optim import configure as configure_optimization
 from lit_lora.models.engine.resume import resume_train_loader_position, start_next_epoch
 from lit_lora.models.engine.zero import ZeroGradients, gathered_adapter
@@ -160,7 +161,11 @@ class PeftModule(L.LightningModule):
         trainer = self._trainer  # None when called outside a Trainer (a notebook, a test)
         if trainer is None:
             return False
-        return getattr(trainer.strategy, "zero_stage_3", False) and trainer.world_size > 1
+        strategy = trainer.strategy
+        sharded = getattr(strategy, "zero_stage_3", False) or getattr(
+            strategy, "gathers_weights_in_every_forward", False
+        )
+        return sharded and trainer.world_size > 1
 
     def _padding_step(self, batch: Any, stage: str) -> None:
         # Scored by no metric. Under ZeRO-3 it still runs every forward a real batch runs (a decoder's
@@ -185,6 +190,10 @@ class PeftModule(L.LightningModule):
         self.stage_metrics.reset("test")
 
     # ---- model construction -----------------------------------------------------------------------
+
+    @property
+    def _strategy(self) -> Any:
+        return self._trainer.strategy if self._trainer is not None else None
 
     @property
     def _root_device(self) -> torch.device:
@@ -216,7 +225,7 @@ class PeftModule(L.LightningModule):
         with self._loading_context():
             base = load_base_model(
                 auto_cls, self.model_name_or_path, config, self.quantization, self._root_device, heads,
-                trust_remote_code=self.trust_remote_code,
+                trust_remote_code=self.trust_remote_code, shardable=shards_model(self._strategy),
             )  # fmt: skip
             heads = heads + self._add_task_modules(base)
             if self.quantization.enabled:
@@ -241,13 +250,14 @@ class PeftModule(L.LightningModule):
         # from_pretrained returns eval mode; Lightning keeps whatever mode it finds, and dropout
         # (base and adapter) belongs to training.
         self.model.train()
+        # Last: building the method's hooks above may read whole weights.
+        shard_if_asked(self.model, self._strategy)
         self.stage_metrics = StageMetrics(self._new_metrics, self.metric_stages)
 
     def _loading_context(self) -> AbstractContextManager[None]:
         """Where the strategy wants the base loaded and wrapped (LitLoraDeepSpeed: partitioned at load
         under ZeRO-3 on CUDA); elsewhere nothing changes."""
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        return getattr(strategy, "partitioned_loading", nullcontext)()
+        return getattr(self._strategy, "partitioned_loading", nullcontext)()
 
     def _check_max_length(self, config: Any) -> None:
         datamodule = self._trainer.datamodule if self._trainer is not None else None
@@ -357,13 +367,14 @@ class PeftModule(L.LightningModule):
     def save_adapter(self, directory: str | Path) -> Path:
         """Export the adapter (and trained heads) in PEFT format, atomically.
 
-        Under a distributed trainer every rank calls this (ZeRO-3 gathers the weights first) and rank
-        zero writes.
+        Under a distributed trainer every rank calls this (ZeRO-3 and FSDP2 gather the weights first)
+        and rank zero writes.
         """
         with gathered_adapter(self.peft_model):
+            whole = whole_adapter_state(self.peft_model)
             if self._trainer is None or self.trainer.is_global_zero:
                 with atomic_directory(directory, ADAPTER_EXPORT) as tmp:
-                    self.method_hooks.save(tmp)
+                    self.method_hooks.save(tmp, whole)
         return Path(directory)
 
     def describe(self) -> dict[str, Any]:

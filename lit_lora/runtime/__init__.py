@@ -1,1 +1,1 @@
-"""Where and how a run executes: device rules, the DeepSpeed strategy, loggers, ranks."""
+"""Where and how a run executes: device rules, the DeepSpeed and FSDP2 strategies, loggers, ranks."""

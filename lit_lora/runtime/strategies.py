@@ -194,7 +194,7 @@ class LitLoraDeepSpeed(DeepSpeedStrategy):
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
         if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = _CheckingLauncher(self, self._launcher)
+            self._launcher = CheckingLauncher(self, self._launcher)
 
     def check_supported(self, module: L.LightningModule | None) -> None:
         """One line naming the combination when the module cannot train under this strategy."""
@@ -223,10 +223,11 @@ class LitLoraDeepSpeed(DeepSpeedStrategy):
             )
 
 
-class _CheckingLauncher(_SubprocessScriptLauncher):
-    """Lightning's launcher that lets the strategy refuse the module before the other ranks start."""
+class CheckingLauncher(_SubprocessScriptLauncher):
+    """Lightning's launcher that lets the strategy refuse the module before the other ranks start
+    (``strategy.check_supported``: LitLoraDeepSpeed, LitLoraFSDP2)."""
 
-    def __init__(self, strategy: LitLoraDeepSpeed, launcher: _SubprocessScriptLauncher) -> None:
+    def __init__(self, strategy: Any, launcher: _SubprocessScriptLauncher) -> None:
         super().__init__(launcher.cluster_environment, launcher.num_processes, launcher.num_nodes)
         self._strategy = strategy
 

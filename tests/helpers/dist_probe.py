@@ -2,11 +2,12 @@
 
 At the end of fit every rank saves what it trained (trainable tensors and, for AdaLoRA, the final rank
 pattern) to ``$LIT_LORA_RANK_DUMP/rank<N>.pt``, so a test can compare the ranks with each other.
-``KillAtStep`` kills every rank mid-run, for the resume test.
+``KillAtStep`` kills every rank mid-run, for the resume test; ``ShardProbe`` records what each rank holds.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -33,3 +34,21 @@ class KillAtStep(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         if trainer.global_step == int(os.environ["LIT_LORA_KILL_AT_STEP"]):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ShardProbe(L.Callback):
+    """At the end of fit every rank writes ``shards<N>.json`` to ``$LIT_LORA_RANK_DUMP`` (else the
+    default root dir): how many parameter elements the model has, how many this rank holds (FSDP2
+    keeps a DTensor's local shard only), and the storage dtypes of 4-bit weights."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from torch.distributed.tensor import DTensor
+
+        params = list(pl_module.parameters())
+        local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params)
+        # 4-bit layers (bitsandbytes' Linear4bit): the dtype their packed weights are stored in.
+        packed = {str(m.weight.dtype) for m in pl_module.modules() if type(m).__name__ == "Linear4bit"}
+        record = {"numel": sum(p.numel() for p in params), "local": local, "packed_dtypes": sorted(packed)}
+        directory = Path(os.environ.get("LIT_LORA_RANK_DUMP", trainer.default_root_dir))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"shards{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -52,11 +52,13 @@ def load_base_model(
     device: torch.device,
     keep_full_precision: list[str],
     trust_remote_code: bool = False,
+    shardable: bool = False,
 ) -> PreTrainedModel:
+    """``shardable``: the base will be sharded (FSDP2), so 4-bit weights are stored in the compute dtype."""
     kwargs: dict[str, Any] = {"config": config, "trust_remote_code": trust_remote_code}
     if quantization.enabled:
         quantization.check_supported(device)
-        kwargs["quantization_config"] = quantization.to_bnb_config(keep_full_precision, device)
+        kwargs["quantization_config"] = quantization.to_bnb_config(keep_full_precision, device, shardable)
         kwargs["device_map"] = {"": device}
     try:
         return auto_cls.from_pretrained(resolve_model_path(name_or_path), **kwargs)
