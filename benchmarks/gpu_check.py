@@ -3,23 +3,28 @@
     make gpu-check                                    # = .venv/bin/python benchmarks/gpu_check.py
     make gpu-check PY=python3                         # with another python that has a CUDA torch
     python benchmarks/gpu_check.py --dry-run          # the plan; checks its files, configs and flags
-    python benchmarks/gpu_check.py --out DIR --steps memory_scaling
+    python benchmarks/gpu_check.py --out DIR --steps qlora_sft   # and the steps it needs
 
 Steps, each with its own timeout (seconds; 480 in all, so the whole ends within 8 minutes):
 
-    nvidia_smi       15  nvidia-smi (the env.json beside it: torch, CUDA, driver, device, package versions)
-    pytest_gpu       95  pytest -m gpu (the one-GPU tests; the two-GPU ones skip on one GPU), junit xml
-    sft_model        40  the QLoRA SFT's base: the packaged SmolLM2-135M converted once, or without the
-                         package a random-weight decoder of SmolLM2-360M's shape (--sft-model)
-    qlora_sft        90  40 steps of `python -m lit_lora fit` on configs/multidomain_sft_smollm2.yaml:
-                         NF4 + double quantisation, bf16-mixed, gradient checkpointing; results.json checked
-    memory_scaling  120  benchmarks/memory_scaling.py --device cuda: Qwen2.5-1.5B and Llama-3.1-8B shapes
-                         (random weights) at 2,048 tokens; each point checked for an error
-    sft_vs_trl      120  benchmarks/sft_vs_trl.py --accelerator cuda --precision bf16: lit_lora and TRL,
-                         32 GSM8K rows, one seed (needs the packaged SmolLM2, TRL and GSM8K)
+    nvidia_smi             10  nvidia-smi (env.json beside it: torch, CUDA, device, package versions)
+    pytest_gpu             80  pytest -m gpu (the one-GPU tests; the two-GPU ones skip on one GPU)
+    sft_model              40  the QLoRA SFT's base: the packaged SmolLM2-135M converted once (~30 s on
+                               2 CPU cores), or without the package a random-weight decoder of
+                               SmolLM2-360M's shape (--sft-model)
+    qlora_sft              65  40 steps of `python -m lit_lora fit` on configs/multidomain_sft_smollm2.yaml:
+                               NF4 + double quantisation, bf16-mixed, gradient checkpointing
+    memory_qwen2.5-1.5b    60  benchmarks/memory_scaling.py --device cuda, Qwen2.5-1.5B's shape, 2,048 tokens
+    memory_llama-3.1-8b   140  the same for Llama-3.1-8B's shape: its 7B random weights are drawn on one
+                               CPU core (~70M numbers/s measured on this project's CPU machine: ~100 s)
+    sft_vs_trl             85  benchmarks/sft_vs_trl.py --accelerator cuda --precision bf16: lit_lora and
+                               TRL, 32 GSM8K rows, one seed (needs the packaged SmolLM2, TRL and GSM8K)
 
-The timeouts are about twice what each step should take on an H100 with a warm page cache (the
-8B shape's 7B random weights are drawn on the CPU; the packaged SmolLM2 is converted once, ~30 s).
+The timeouts are estimates (not yet measured on a GPU): each step's process start-up and imports
+(~10 s a process), model building and a few seconds of GPU work, with room to spare; the 8B point's
+random weights take most of its time. The first run on a GPU gives the real times (summary.md):
+adjust the timeouts from those.
+
 A step runs in its own process group and is ended with it at its timeout. A step whose inputs are
 missing (a package, the data, the model) is not run and counts as skipped, with the reason. The run
 goes on past a failed step, prints a summary table and writes it (summary.md, summary.json, each
@@ -363,10 +368,10 @@ def run_step(step: Step, out: Path, passed: set[str]) -> Outcome:
         log.write(f"$ {' '.join(step.command)}\n")
         log.flush()
         try:
-            # A group of its own, so that the step's children end with it at the timeout.
+            # A process group of its own (same session), so that the step's children end with it.
             child = subprocess.Popen(
                 step.command, cwd=REPO, env=step_env(), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                preexec_fn=os.setpgrp,
             )  # fmt: skip
         except OSError as error:
             return outcome("failed", f"could not start: {error}")
@@ -375,15 +380,22 @@ def run_step(step: Step, out: Path, passed: set[str]) -> Outcome:
         except subprocess.TimeoutExpired:
             end_group(child)
             return outcome("timeout", f"ended after its {step.timeout_s} s", time.perf_counter() - start)
+        except BaseException:  # Ctrl-C or SIGTERM: the step's group goes too
+            end_group(child)
+            raise
     seconds = time.perf_counter() - start
     if rc != 0:
-        tail = (out / step.log_name).read_text(errors="replace").strip().splitlines()[-1:]
-        return outcome("failed", f"exit {rc}: {' '.join(tail)[:300]}", seconds, rc)
+        return outcome("failed", f"exit {rc}: {last_line(out / step.log_name)}", seconds, rc)
     try:
-        detail = step.check() if step.check else "exit 0"
+        detail = step.check() if step.check else last_line(out / step.log_name)
     except (CheckFailed, KeyError, ValueError) as error:
         return outcome("failed", f"exit 0 but {error}", seconds, rc)
     return outcome("passed", detail, seconds, rc)
+
+
+def last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def end_group(child: subprocess.Popen) -> None:
@@ -430,6 +442,7 @@ def write_summary(
 
 
 def run(steps: list[Step], out: Path, work: Path, torch: Any) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # ends the running step too
     prepare_out(out)
     shutil.rmtree(work, ignore_errors=True)  # an earlier run's models and Lightning folders
     env = environment(torch)
