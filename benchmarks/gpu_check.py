@@ -87,7 +87,7 @@ class Step:
     what: str
     modules: tuple[str, ...] = ()  # importable modules the step needs (else: skipped)
     inputs: tuple[Path, ...] = ()  # files and folders that must exist before it runs (else: skipped)
-    flags_of: Path | None = None  # the script whose --help must list every --flag of the command
+    flags_of: Path | None = None  # the script whose argparse parser must define every --flag used
     after: tuple[str, ...] = ()  # steps that must have passed first (else: skipped)
     check: Callable[[], str] | None = None  # reads the outputs; a one-line detail, or CheckFailed
     log_name: str = ""
@@ -327,7 +327,8 @@ def environment(torch: Any) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     props = torch.cuda.get_device_properties(0)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    git = ["git", "rev-parse", "HEAD"]  # a copy of the tree without .git (or git) has no commit to give
+    commit = subprocess.run(git, cwd=REPO, capture_output=True, text=True) if shutil.which("git") else None
     return {
         "device_name": torch.cuda.get_device_name(0), "device_count": torch.cuda.device_count(),
         "capability": list(torch.cuda.get_device_capability(0)),
@@ -335,7 +336,7 @@ def environment(torch: Any) -> dict[str, Any]:
         "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
         "bf16_supported": torch.cuda.is_bf16_supported(), "python": platform.python_version(),
         "executable": sys.executable, "cpu_count": os.cpu_count(), "versions": versions,
-        "git_commit": commit.stdout.strip() or None,
+        "git_commit": (commit.stdout.strip() or None) if commit else None,
     }  # fmt: skip
 
 
