@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-gpu lint bench clean
+.PHONY: demo test test-gpu gpu-check lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +27,15 @@ test: $(VENV)/.installed
 # e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cu128" when it is first created.
 test-gpu: $(VENV)/.installed
 	$(PY) -m pytest -m gpu -q
+
+# One prepared GPU check, about 8 minutes on one H100: the gpu tests, a QLoRA SFT through the CLI and the
+# memory and speed benchmarks on CUDA, every log and number in results/gpu_check/<device>/ (summary.md).
+# It never installs: an existing $(PY) is used as it is (on a machine with no internet, too); with a CPU
+# torch it says so and exits 2. Another python: make gpu-check PY=python3. Options: GPU_CHECK_ARGS="--dry-run".
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@test -x "$(PY)" || command -v "$(PY)" >/dev/null || $(MAKE) $(VENV)/.installed
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check lit_lora tests benchmarks
