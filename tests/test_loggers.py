@@ -3,6 +3,8 @@ agent and receives the config and results; no secret from the environment is wri
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import struct
@@ -174,6 +176,20 @@ def test_a_sweep_agent_run_logs_to_wandb_by_itself(agent_run):
     record = json.loads((out / "lightning_logs" / "version_0" / "results.json").read_text())
     assert summary["val/acc"] == pytest.approx(record["metrics"]["val/acc"])  # the sweep's metric
     assert summary["metrics/val/acc"] == pytest.approx(record["metrics"]["val/acc"])
+
+
+def test_a_sweep_agent_run_keeps_the_adapter_as_a_wandb_artifact(agent_run):
+    out, _ = agent_run
+    (offline,) = (out / "wandb").glob("offline-run-*-fakerun1")
+    records = wandb_records(next(offline.glob("run-fakerun1.wandb")))
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert (artifact.name, artifact.type) == ("adapter-fakerun1", "model")
+    adapter = out / "lightning_logs" / "version_0" / "adapter"
+    digests = {entry.path: entry.digest for entry in artifact.manifest.contents}
+    assert digests == {  # every file of the saved PEFT folder, by content
+        p.name: base64.b64encode(hashlib.md5(p.read_bytes()).digest()).decode() for p in adapter.iterdir()
+    }
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(digests)
 
 
 def test_no_secret_from_the_environment_is_written(agent_run):
