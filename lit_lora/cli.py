@@ -21,7 +21,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.models.base import PeftModule
 from lit_lora.runtime.devices import check_cluster_settings, check_device_support, check_single_device
 from lit_lora.runtime.last_checkpoint import find_last_checkpoint
-from lit_lora.runtime.loggers import check_tracker_stores, run_loggers
+from lit_lora.runtime.loggers import prepare_tracker_stores, run_loggers
 
 
 class _Parser(LightningArgumentParser):
@@ -57,9 +57,9 @@ class LitLoraCLI(LightningCLI):
         check_ranges(self.config[subcommand] if subcommand else self.config)
 
     def instantiate_classes(self) -> None:
-        # A tracker's store is created when its logger is built: an unwritable one is refused first.
+        # A tracker's store is created when its logger is built: checked (and MLflow's made) first.
         subcommand = self.config.get("subcommand")
-        check_tracker_stores((self.config[subcommand] if subcommand else self.config).get("trainer.logger"))
+        prepare_tracker_stores((self.config[subcommand] if subcommand else self.config).get("trainer.logger"))
         try:
             super().instantiate_classes()
         except Exception as err:

@@ -5,6 +5,9 @@ the adapter; an unwritable store is refused in one line before any work."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,6 +163,26 @@ def test_hyperparameters_are_flat_names_mlflow_accepts():
         "trainer/logger/0/init_args/x": 1.5,
         "trainer/callbacks": "[]",
     }
+
+
+def test_runs_started_together_share_a_new_mlflow_store(tmp_path):
+    # Without lit_lora's lock MLflow's own table creation fails in all but one (alembic or sqlite errors).
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(REPO / "tests/helpers/mlflow_probe.py"), str(barrier), "2"]
+    probes = [
+        subprocess.Popen([*command, name], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+        for name in ("first", "second")
+    ]
+    errors = [probe.communicate(timeout=300)[1] for probe in probes]
+    assert [probe.returncode for probe in probes] == [0, 0], errors
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/runs/mlflow.db")
+    assert sorted(e.name for e in client.search_experiments()) == ["Default", "lit_lora"]
+    runs = client.search_runs([client.get_experiment_by_name("lit_lora").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["first", "second"]
 
 
 # ---- refusals -----------------------------------------------------------------------------------------

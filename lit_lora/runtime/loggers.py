@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_lora.core.io import check_writable_folder
+from lit_lora.runtime.mlflow_store import SQLITE, create_mlflow_store
 
 
 def wandb_reachable(timeout_s: float = 2.0) -> bool:
@@ -100,9 +101,11 @@ class ClaimedTensorBoardLogger(TensorBoardLogger):
         return claim_version(self.root_dir)
 
 
-def check_tracker_stores(logger_config: Any) -> None:
-    """Refuse in one line, before any logger is built, a configured tracker whose local store cannot
-    be written (``trainer.logger`` as parsed: a class spec, a list of them, or a bool)."""
+def prepare_tracker_stores(logger_config: Any) -> None:
+    """Before any logger is built (``trainer.logger`` as parsed: a class spec, a list of them, or a bool):
+    refuse in one line a tracker whose local store cannot be written, and create a local MLflow store's
+    tables and experiment under a lock, so runs (or DDP ranks) started together do not race to create
+    them (MLflow's own creation fails in all but one)."""
     specs = logger_config if isinstance(logger_config, list) else [logger_config]
     for index, spec in enumerate(specs):
         class_path = getattr(spec, "class_path", None)
@@ -114,8 +117,12 @@ def check_tracker_stores(logger_config: Any) -> None:
             if isinstance(logger_config, list)
             else "trainer.logger.init_args"
         )
-        for name, folder in _local_stores(_import_class(class_path), init_args).items():
+        cls = _import_class(class_path)
+        for name, folder in _local_stores(cls, init_args).items():
             check_writable_folder(folder, f"{key}.{name}")
+        if issubclass(cls, MLFlowLogger) and (uri := _mlflow_uri(init_args)):
+            name = init_args.get("experiment_name") or "lightning_logs"  # MLFlowLogger's default
+            create_mlflow_store(uri, name, init_args.get("artifact_location"))
 
 
 def _import_class(class_path: str) -> type:
@@ -123,15 +130,19 @@ def _import_class(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def _mlflow_uri(init_args: dict[str, Any]) -> str | None:
+    return init_args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def _local_stores(cls: type, init_args: dict[str, Any]) -> dict[str, str]:
     """The local folders a logger of ``cls`` writes, by the argument that names them."""
     if issubclass(cls, MLFlowLogger):
         stores = {}
-        uri = init_args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = _mlflow_uri(init_args)
         if uri is None:
             stores["save_dir"] = init_args.get("save_dir") or "./mlruns"
-        elif uri.startswith("sqlite:///"):
-            stores["tracking_uri"] = str(Path(uri.removeprefix("sqlite:///")).parent)
+        elif uri.startswith(SQLITE):
+            stores["tracking_uri"] = str(Path(uri.removeprefix(SQLITE)).parent)
         elif uri.startswith("file:"):
             stores["tracking_uri"] = urlparse(uri).path
         location = init_args.get("artifact_location")
