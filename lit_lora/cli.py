@@ -80,9 +80,8 @@ class LitLoraCLI(LightningCLI):
         files = config.get("config") or []
         recorder = next((c for c in self.trainer.callbacks if isinstance(c, ResultsRecorder)), None)
         if recorder is not None:
-            # Named by the experiment, not by an extra stacked on it (configs/extras/mlflow.yaml ...).
-            named = [f for f in files if Path(str(f)).parent.name != "extras"] or files
-            recorder.config_name = Path(str(named[-1])).stem if named else None
+            # Every config file stacked, in order: sst2_lora+ddp names the experiment and the extra.
+            recorder.config_name = "+".join(Path(str(f)).stem for f in files) or None
             recorder.config = yaml.safe_load(
                 self._parser(self.subcommand).dump(config, skip_link_targets=False)
             )

@@ -63,7 +63,7 @@ def test_mlflow_metrics_equal_the_csv_logger(mlflow_run):
     fields = record(run)
     steps = fields["global_steps"]
     assert results == {k: [(steps, v)] for k, v in numeric_fields(fields).items()}
-    assert tracked.data.tags["results/config_name"] == "sst2_lora"  # the experiment, not the extra
+    assert tracked.data.tags["results/config_name"] == "sst2_lora+mlflow"  # the experiment and the extra
     assert tracked.data.tags["results/status"] == "completed"
     assert tracked.data.tags["results/target_modules"] == '["query", "value"]'
 
