@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,6 +13,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_lora.callbacks import AdapterExport, NonFiniteLossGuard, PredictionsWriter, ResultsRecorder
+from lit_lora.core.io import check_writable_folder
 from lit_lora.core.parse_errors import condense
 from lit_lora.core.ranges import Seed, check_value
 from lit_lora.data.base import TextDataModule
@@ -21,7 +21,7 @@ from lit_lora.errors import LitLoraError
 from lit_lora.models.base import PeftModule
 from lit_lora.runtime.devices import check_cluster_settings, check_device_support, check_single_device
 from lit_lora.runtime.last_checkpoint import find_last_checkpoint
-from lit_lora.runtime.loggers import run_loggers
+from lit_lora.runtime.loggers import prepare_tracker_stores, run_loggers
 
 
 class _Parser(LightningArgumentParser):
@@ -57,6 +57,9 @@ class LitLoraCLI(LightningCLI):
         check_ranges(self.config[subcommand] if subcommand else self.config)
 
     def instantiate_classes(self) -> None:
+        # A tracker's store is created when its logger is built: checked (and MLflow's made) first.
+        subcommand = self.config.get("subcommand")
+        prepare_tracker_stores((self.config[subcommand] if subcommand else self.config).get("trainer.logger"))
         try:
             super().instantiate_classes()
         except Exception as err:
@@ -77,7 +80,8 @@ class LitLoraCLI(LightningCLI):
         files = config.get("config") or []
         recorder = next((c for c in self.trainer.callbacks if isinstance(c, ResultsRecorder)), None)
         if recorder is not None:
-            recorder.config_name = Path(str(files[-1])).stem if files else None
+            # Every config file stacked, in order: sst2_lora+ddp names the experiment and the extra.
+            recorder.config_name = "+".join(Path(str(f)).stem for f in files) or None
             recorder.config = yaml.safe_load(
                 self._parser(self.subcommand).dump(config, skip_link_targets=False)
             )
@@ -135,12 +139,7 @@ def check_ranges(config: Any) -> None:
 
 def check_writable(root: str) -> None:
     """Fail before any work when the run directory cannot be written (permissions, read-only disk)."""
-    path = Path(root).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as err:
-        raise LitLoraError(f"trainer.default_root_dir={root}: cannot write there ({err.strerror})") from err
+    check_writable_folder(root, "trainer.default_root_dir")
 
 
 def remove_unstarted_run_dir(trainer: Any) -> None:

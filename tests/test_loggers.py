@@ -3,6 +3,8 @@ agent and receives the config and results; no secret from the environment is wri
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import struct
@@ -21,6 +23,7 @@ from lit_lora.runtime.loggers import ClaimedCSVLogger, claim_version, wandb_reac
 from lit_lora.sweep.spec import param_args
 from tests.helpers import REPO
 from tests.helpers.cli import run_cli
+from tests.helpers.trackers import csv_series
 
 
 def test_wandb_is_unreachable_without_key_or_server(monkeypatch):
@@ -174,6 +177,37 @@ def test_a_sweep_agent_run_logs_to_wandb_by_itself(agent_run):
     record = json.loads((out / "lightning_logs" / "version_0" / "results.json").read_text())
     assert summary["val/acc"] == pytest.approx(record["metrics"]["val/acc"])  # the sweep's metric
     assert summary["metrics/val/acc"] == pytest.approx(record["metrics"]["val/acc"])
+
+
+def test_a_sweep_agent_run_logs_every_metric_of_the_csv_logger_to_wandb(agent_run):
+    out, _ = agent_run
+    (offline,) = (out / "wandb").glob("offline-run-*-fakerun1")
+    history: dict[str, list[tuple[int, float]]] = {}
+    for r in wandb_records(next(offline.glob("run-fakerun1.wandb"))):
+        if r.WhichOneof("record_type") == "history":
+            row = {
+                item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item
+            }
+            for key, value in row.items():
+                if not key.startswith("_") and key != "trainer/global_step":  # W&B's own and the step
+                    history.setdefault(key, []).append((row["trainer/global_step"], value))
+    expected = csv_series(out / "lightning_logs" / "version_0")
+    assert {"params/trainable", "val/acc", "train/acc", "epoch"} <= set(expected)
+    assert {k: sorted(v) for k, v in history.items()} == {k: sorted(v) for k, v in expected.items()}
+
+
+def test_a_sweep_agent_run_keeps_the_adapter_as_a_wandb_artifact(agent_run):
+    out, _ = agent_run
+    (offline,) = (out / "wandb").glob("offline-run-*-fakerun1")
+    records = wandb_records(next(offline.glob("run-fakerun1.wandb")))
+    (artifact,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert (artifact.name, artifact.type) == ("adapter-fakerun1", "model")
+    adapter = out / "lightning_logs" / "version_0" / "adapter"
+    digests = {entry.path: entry.digest for entry in artifact.manifest.contents}
+    assert digests == {  # every file of the saved PEFT folder, by content
+        p.name: base64.b64encode(hashlib.md5(p.read_bytes()).digest()).decode() for p in adapter.iterdir()
+    }
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(digests)
 
 
 def test_no_secret_from_the_environment_is_written(agent_run):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import lightning as L
 
 from lit_lora.callbacks.results import run_dir
+from lit_lora.runtime.tracking import publish_adapter
 
 
 class AdapterExport(L.Callback):
-    """Writes ``adapter_config.json`` and ``adapter_model.safetensors`` to ``<run dir>/<dirname>``."""
+    """Writes ``adapter_config.json`` and ``adapter_model.safetensors`` to ``<run dir>/<dirname>``, and
+    hands the folder to the trackers configured (an artifact in W&B and MLflow)."""
 
     def __init__(self, dirname: str = "adapter") -> None:
         self.dirname = dirname
@@ -18,3 +20,5 @@ class AdapterExport(L.Callback):
         directory = run_dir(trainer) / self.dirname
         if hasattr(pl_module, "save_adapter"):
             pl_module.save_adapter(directory)
+            if trainer.is_global_zero:
+                publish_adapter(trainer.loggers, directory, trainer.global_step)

@@ -16,6 +16,7 @@ from lit_lora.callbacks.meter import MachineLoad, memory_details, peak_memory, r
 from lit_lora.core.io import atomic_write_json
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.runtime.ranks import gather_per_rank, own_entry
+from lit_lora.runtime.tracking import publish_results
 
 LIBRARIES = (
     "lit_lora",
@@ -239,31 +240,7 @@ class ResultsRecorder(L.Callback):
         if self.config is not None:
             record["config"] = self.config
         atomic_write_json(directory / self.filename, record)
-        _publish_to_wandb(trainer, record)
-
-
-def _publish_to_wandb(trainer: L.Trainer, record: dict[str, Any]) -> None:
-    """Put the run config into the W&B run's config and the flattened record into its summary."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            run = logger.experiment
-            if "config" in record:
-                run.config.update(record["config"], allow_val_change=True)
-            summary = {k: v for k, v in _flatten(record).items() if not k.startswith("config/")}
-            run.summary.update(summary)
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}/"))
-        else:
-            flat[name] = value
-    return flat
+        publish_results(trainer.loggers, record, directory / self.filename, trainer.global_step)
 
 
 def _batch_size(batch: Any) -> int:

@@ -17,6 +17,16 @@ from typing import Any
 from lit_lora.errors import LitLoraError
 
 
+def check_writable_folder(path: str | Path, key: str) -> None:
+    """Create ``path`` if needed and fail in one line, naming ``key``, when it cannot be written."""
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise LitLoraError(f"{key}={path}: cannot write there ({err.strerror})") from err
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

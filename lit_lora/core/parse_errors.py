@@ -10,12 +10,22 @@ _EXPECTED = re.compile(r"^(\s*)(?:- )?Expected a (.+?)\. Got value: (.*)$")
 _LITERAL = re.compile(r"typing\.Literal\[(.*)\]")
 _CLASS = re.compile(r"<class '([\w.]+)'>")
 _UNRECOGNISED = re.compile(r"unrecognized arguments: (.*)")
+_CLASS_PATH = re.compile(r"^(\s*)(?:- )?Problem with given class_path '([^']+)':")
+_NOT_IMPORTED = re.compile(r"has no attribute|No module named")
 
 
 def condense(message: str) -> str:
     """The first concrete problem in ``message``, prefixed with its dotted key path."""
     stack: list[tuple[int, str]] = []
+    class_path: tuple[int, str] | None = None  # a class_path whose reason is on the next line
     for line in message.splitlines():
+        if class_path is not None and _NOT_IMPORTED.search(line):
+            path = _path(stack, class_path[0])
+            return f"{path}: class_path {class_path[1]!r} cannot be imported ({line.strip()})"
+        class_path = None
+        if match := _CLASS_PATH.match(line):
+            class_path = (len(match.group(1)), match.group(2))
+            continue
         if match := _PARSER_KEY.match(line):
             indent = len(match.group(1))
             stack = [(i, k) for i, k in stack if i < indent] + [(indent, match.group(2))]

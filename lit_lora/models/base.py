@@ -331,9 +331,9 @@ class PeftModule(L.LightningModule):
             restore_rng_states(rng)
         if starts_next_epoch:
             start_next_epoch(self.trainer)
-        if self.logger is not None:
-            counts = self.parameter_counts()
-            self.logger.log_metrics({f"params/{k}": float(v) for k, v in counts.items()}, step=0)
+        counts = {f"params/{k}": float(v) for k, v in self.parameter_counts().items()}
+        for logger in self.loggers:  # every tracker, not just the first (CSV) logger
+            logger.log_metrics(counts, step=0)
 
     # ---- adapter-only state -----------------------------------------------------------------------
 

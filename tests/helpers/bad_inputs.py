@@ -179,12 +179,43 @@ def cases(model: Path, data: Path, gsm8k: Path) -> list[Case]:
              lambda t: ["--data.test_split", "dev"]),
         Case("nested value outside its range", "model.adapter.rank_pattern[query]=0 must be an integer >= 1",
              lambda t: ["--model.adapter.rank_pattern", "{query: 0}"]),
+        Case("tracker class that does not exist",
+             "trainer.logger: class_path 'lightning.pytorch.loggers.MLflowLogger' cannot be imported (",
+             lambda t: ["--trainer.logger.class_path", "lightning.pytorch.loggers.MLflowLogger"]),
+        Case("tracker store not writable", "a_file/tensorboard: cannot write there (Not a directory)",
+             lambda t: ["--config", str(tensorboard_extra(blocked_folder(t).parent / "tensorboard"))]),
+        Case("W&B sweep agent with WANDB_DIR not writable",
+             "WANDB_DIR=/dev/null/wandb: cannot write there (Not a directory)", patch=wandb_agent_blocked),
     ]  # fmt: skip
 
 
 def blocked_folder(tmp: Path) -> Path:
     (tmp / "a_file").write_text("")
     return tmp / "a_file" / "runs"  # a folder inside a file: no permission trick needed as root
+
+
+def tensorboard_extra(save_dir: Path) -> Path:
+    """configs/extras/tensorboard.yaml with its store at ``save_dir`` (written next to it)."""
+    extra = save_dir.parent.parent / "tensorboard.yaml"
+    entry = {
+        "class_path": "lit_lora.runtime.loggers.ClaimedTensorBoardLogger",
+        "init_args": {"save_dir": str(save_dir)},
+    }
+    extra.write_text(json.dumps({"trainer": {"logger": [entry]}}))  # JSON is YAML
+    return extra
+
+
+@contextlib.contextmanager
+def wandb_agent_blocked() -> Iterator[None]:
+    """The environment ``wandb agent`` gives its run, with a WANDB_DIR inside a device file."""
+    env = {
+        "WANDB_SWEEP_ID": "s",
+        "WANDB_RUN_ID": "r",
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": "/dev/null/wandb",
+    }
+    with mock.patch.dict(os.environ, env):
+        yield
 
 
 def run_case(case: Case, model: Path, data: Path, tmp: Path) -> tuple[int, str]:
