@@ -1,8 +1,8 @@
 """FSDP2 (``configs/extras/fsdp.yaml``) on two CPU processes through the CLI, against DDP and one process.
 
 One pair of ranks (started by hand, so the start-up is paid once) runs, in turn: an FSDP2 fit with a
-checkpoint per epoch, its resume from the first epoch, the same fit under DDP, a validate and a predict
-of the FSDP2 export, and a decoder's validation with generation. This process then runs the
+checkpoint per epoch, its resume from the first epoch, the same fit and resume under DDP, a validate and
+a predict of the FSDP2 export, and a decoder's validation with generation. This process then runs the
 evaluations alone.
 """
 
@@ -27,8 +27,8 @@ CONFIGS = REPO / "configs"
 FSDP = ["--config", str(CONFIGS / "extras" / "fsdp.yaml")]
 # 96 training rows over 2 ranks in batches of 16, 3 per epoch, 2 per accumulation window: a full window
 # and a partial one per epoch, 4 optimizer steps in all. Clipping at 0.05 (gradient norms are about
-# 0.01-0.1): the norm must be the whole gradient's, not a shard's. Dropout off, so that a resumed run
-# and DDP draw nothing the uninterrupted FSDP2 run does not.
+# 0.01-0.1): the norm must be the whole gradient's, not a shard's. LoRA dropout on: DDP draws the masks
+# FSDP2 draws, and a run resumed from the end of epoch 0 the masks its uninterrupted run draws.
 STEPS = 4
 # 32 dev rows (21 to predict) in batches of 5: one rank runs a padding batch, in step with the other.
 PREDICTED = 21
@@ -41,7 +41,7 @@ def _args(command: str, model: Path, data: Path, root: Path, *extra: str, device
         "--trainer.devices", str(devices), "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2",
         "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
         "--model.model_name_or_path", str(model), "--model.learning_rate", "0.01",
-        "--model.adapter.dropout", "0", "--data.data_dir", str(data), "--data.batch_size", "16",
+        "--model.adapter.dropout", "0.1", "--data.data_dir", str(data), "--data.batch_size", "16",
         "--data.eval_batch_size", "5", "--trainer.accumulate_grad_batches", "2",
         "--trainer.gradient_clip_val", "0.05", "--trainer.default_root_dir", str(root),
     ]  # fmt: skip
@@ -85,9 +85,10 @@ def _max_abs_diff(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor
 def test_fsdp2_fit_resume_validate_predict_match_ddp_and_one_process(
     tiny_bert, tiny_llama, tiny_sst2, tmp_path
 ):
-    names = ("fsdp", "resumed", "ddp", "validated", "predicted", "decoder")
+    names = ("fsdp", "resumed", "ddp", "ddp_resumed", "validated", "predicted", "decoder")
     roots = {name: tmp_path / name for name in names}
     first_epoch = roots["fsdp"] / "lightning_logs" / "version_0" / "checkpoints" / "epoch=0-step=2.ckpt"
+    ddp_first_epoch = roots["ddp"] / first_epoch.relative_to(roots["fsdp"])
     adapter = roots["fsdp"] / "lightning_logs" / "version_0" / "adapter"
     every_epoch = ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.save_top_k=-1"]
     predict = ["--data.test_split", "validation", "--data.max_eval_samples", str(PREDICTED)]
@@ -96,7 +97,11 @@ def test_fsdp2_fit_resume_validate_predict_match_ddp_and_one_process(
         [
             _args("fit", tiny_bert, tiny_sst2, roots["fsdp"], *FSDP, *every_epoch, SHARDS),
             [*_args("fit", tiny_bert, tiny_sst2, roots["resumed"], *FSDP), "--ckpt_path", str(first_epoch)],
-            _args("fit", tiny_bert, tiny_sst2, roots["ddp"], "--trainer.strategy", "ddp"),
+            _args("fit", tiny_bert, tiny_sst2, roots["ddp"], "--trainer.strategy", "ddp", *every_epoch),
+            [
+                *_args("fit", tiny_bert, tiny_sst2, roots["ddp_resumed"], "--trainer.strategy", "ddp"),
+                "--ckpt_path", str(ddp_first_epoch),
+            ],
             _args("validate", tiny_bert, tiny_sst2, roots["validated"], *FSDP, *trained),
             _args("predict", tiny_bert, tiny_sst2, roots["predicted"], *FSDP, *predict, *trained),
             _labels_as_generation(tiny_llama, tiny_sst2, roots["decoder"], *FSDP),
@@ -128,8 +133,10 @@ def test_fsdp2_fit_resume_validate_predict_match_ddp_and_one_process(
     assert keys and all(".lora_" in k or ".modules_to_save." in k for k in keys), sorted(keys)[:3]
     assert first_epoch.stat().st_size < 0.2 * (tiny_bert / "model.safetensors").stat().st_size
     resumed = load_file(_run_dir(roots["resumed"]) / "adapter" / "adapter_model.safetensors")
-    assert _max_abs_diff(resumed, exported) == 0.0  # the same path, the same sums
+    assert _max_abs_diff(resumed, exported) == 0.0  # the same path, the same sums and dropout masks
     assert _train_losses(roots["resumed"]) == _train_losses(roots["fsdp"])[STEPS // 2 :]
+    ddp_resumed = load_file(_run_dir(roots["ddp_resumed"]) / "adapter" / "adapter_model.safetensors")
+    assert _max_abs_diff(ddp_resumed, ddp) == 0.0
 
     # The export scored in one process: every row counted once, under FSDP2 and at the end of its fit.
     single = tmp_path / "single"

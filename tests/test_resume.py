@@ -40,27 +40,36 @@ def straight_fit(tiny_bert, tiny_sst2, tmp_path_factory) -> Callable[[str], Sequ
 
 
 @pytest.mark.parametrize(
-    ("method", "kill_at"), [("lora", 3), ("adalora", 3), ("qlora", 3), ("lora", 7)], ids=str
+    ("method", "kill_at", "every_epoch"),
+    [("lora", 3, False), ("adalora", 3, False), ("qlora", 3, False), ("lora", 7, False), ("lora", 7, True)],
+    ids=str,
 )
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(
-    method, kill_at, tiny_bert, tiny_sst2, tmp_path, straight_fit
+    method, kill_at, every_epoch, tiny_bert, tiny_sst2, tmp_path, straight_fit
 ):
     # 96 rows in batches of 8, 2 batches per optimizer step: 6 steps an epoch, a checkpoint every 2.
     # Killed after step 3 (batch 6 of 12), the run leaves its step-2 checkpoint; resuming must start at
-    # batch 5 of epoch 0. Killed after step 7, it leaves step 6's, saved after epoch 0's last batch;
-    # resuming must train all of epoch 1.
+    # batch 5 of epoch 0. Killed after step 7, it leaves step 6's, saved after epoch 0's last batch
+    # (every 2 steps) or at its end (once an epoch, as ModelCheckpoint saves by default); resuming must
+    # train all of epoch 1 with the dropout masks of the uninterrupted run.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "tests.helpers.resume_probe", method, str(tiny_bert), str(tiny_sst2)]
     killed = subprocess.run(
-        [*command, str(tmp_path / "a"), str(kill_at)],
+        [*command, str(tmp_path / "a"), str(kill_at), *(["every_epoch"] if every_epoch else [])],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     saved_step = kill_at - 1
-    assert torch.load(last, weights_only=True)["global_step"] == saved_step  # plain tensors and containers
+    saved = torch.load(last, weights_only=True)  # plain tensors and containers
+    assert saved["global_step"] == saved_step
+    # Saved in on_train_epoch_end: epoch 0 processed, not yet completed (Lightning resumes it apart).
+    epochs = saved["loops"]["fit_loop"]["epoch_progress"]["total"]
+    assert (epochs["processed"], epochs["completed"]) == ((1, 0) if every_epoch else (0, 0))
 
-    resumed = fit_case(method, tiny_bert, tiny_sst2, tmp_path / "a", ckpt_path=str(last))
+    resumed = fit_case(
+        method, tiny_bert, tiny_sst2, tmp_path / "a", ckpt_path=str(last), every_epoch=every_epoch
+    )
     straight = straight_fit(method)
     assert resumed.trainer.global_step == straight.trainer.global_step == 12
     expected, got = trained(straight), trained(resumed)

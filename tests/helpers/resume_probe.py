@@ -1,8 +1,9 @@
 """One seeded tiny fit per PEFT method, killed with SIGKILL mid-epoch when asked.
 
-``python -m tests.helpers.resume_probe METHOD MODEL DATA ROOT KILL_AT_STEP`` is the interrupted run that the
-resume test starts as a subprocess; the test runs ``fit_case`` itself for the uninterrupted and the
-resumed runs.
+``python -m tests.helpers.resume_probe METHOD MODEL DATA ROOT KILL_AT_STEP [every_epoch]`` is the interrupted
+run that the resume test starts as a subprocess; the test runs ``fit_case`` itself for the uninterrupted and
+the resumed runs. Checkpoints come every 2 optimizer steps, or with ``every_epoch`` once an epoch (saved in
+``on_train_epoch_end``, after the epoch's last batch and its hooks).
 """
 
 from __future__ import annotations
@@ -40,13 +41,20 @@ class KillAt(L.Callback):
 
 
 def fit_case(
-    method: str, model: Path, data: Path, root: Path, kill_at: int | None = None, ckpt_path: str | None = None
+    method: str,
+    model: Path,
+    data: Path,
+    root: Path,
+    kill_at: int | None = None,
+    ckpt_path: str | None = None,
+    every_epoch: bool = False,
 ) -> SequenceClassifier:
     torch.set_num_threads(1)  # the same kernels in the test process and in the killed subprocess
     L.seed_everything(0)
     quantization = Quantization(mode="nf4") if method == "qlora" else None
     module = classifier(model, adapter=ADAPTERS[method], quantization=quantization, num_labels=2)
-    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", every_n_train_steps=2, save_last=True)
+    every = {"every_n_epochs": 1} if every_epoch else {"every_n_train_steps": 2}
+    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, **every)
     callbacks: list[L.Callback] = [checkpoint] + ([KillAt(kill_at)] if kill_at else [])
     run = trainer(
         root, max_epochs=2, accumulate_grad_batches=ACCUMULATE, enable_checkpointing=True, callbacks=callbacks
@@ -56,6 +64,8 @@ def fit_case(
 
 
 if __name__ == "__main__":
-    method, model, data, root, step = sys.argv[1:]
-    fit_case(method, Path(model), Path(data), Path(root), kill_at=int(step))
+    method, model, data, root, step, *every = sys.argv[1:]
+    fit_case(
+        method, Path(model), Path(data), Path(root), kill_at=int(step), every_epoch=every == ["every_epoch"]
+    )
     raise SystemExit("the run was meant to be killed before it finished")

@@ -1,4 +1,5 @@
-"""Mid-epoch resume of the training loader, where Lightning (2.6) skips it."""
+"""Resume of the training loader where Lightning (2.6) gets it wrong: the mid-epoch position, and the
+next epoch's order and iterator seed after a checkpoint at an epoch's last batch or end."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ def resume_train_loader_position(trainer: L.Trainer) -> bool:
     length) builds it earlier, so the saved position is left unused and the epoch restarts from
     batch 0. Called from ``on_train_start``, after the checkpoint is read and before any batch is drawn.
 
-    Returns True when the checkpoint was taken after an epoch's last batch: then nothing of it is left
-    and ``start_next_epoch`` must run once the RNG is restored.
+    Returns True when the checkpoint was taken after an epoch's last batch or at its end
+    (``on_train_epoch_end``, where ModelCheckpoint saves once an epoch): then nothing of that epoch is
+    left and ``start_next_epoch`` must run once the RNG is restored.
     """
     loop = trainer.fit_loop
+    if loop.resumed_on_epoch_end and loop._data_fetcher is not None:
+        # Lightning does not count this as a restart: it leaves the saved position unread and trains
+        # the next epoch with the iterator it built in setup_data, before the RNG was restored.
+        loop._combined_loader_states_to_load = []
+        return True
     pending = loop._combined_loader_states_to_load
     if not (pending and loop.restarting and loop._combined_loader is not None and loop._data_fetcher):
         return False
@@ -37,7 +44,8 @@ def resume_train_loader_position(trainer: L.Trainer) -> bool:
 
 
 def start_next_epoch(trainer: L.Trainer) -> None:
-    """The first epoch after a checkpoint taken at an epoch's last batch, as an uninterrupted run has it.
+    """The first epoch after a checkpoint taken at an epoch's last batch or end, as an uninterrupted run
+    has it.
 
     Lightning built this loader's iterator before the sampler knew the new epoch (wrong order) and
     before the RNG was restored (an uninterrupted run draws the iterator's seed after the checkpoint's
