@@ -9,12 +9,16 @@ Each point is one subprocess (a clean peak): a decoder of the shape's published 
 weights, its block projections NF4 with double quantisation (bitsandbytes ``Linear4bit``, quantised one
 layer at a time), LoRA r 16 on every block projection, gradient checkpointing (non-reentrant), the
 loss chunked over the labelled positions (``lit_lora.models.lm.chunked_loss``), and one step: forward,
-backward, AdamW. Batch 1, every position labelled. Measured: the step's peak (CPU: peak RSS, its
+backward, AdamW. Batch 1, every position labelled. AdamW's states are made first (a step on zero
+gradients), so the measured step is any later step's. Measured: the step's peak (CPU: peak RSS, its
 count reset once the model is built; CUDA: ``torch.cuda.max_memory_allocated``), the baseline after
-imports (CPU: RSS; CUDA: 0), the memory once built, and
-``peak - baseline`` against the floor of ``floor_terms``. From the points' measured/floor ratios the
-script predicts Qwen2.5-7B and Llama-3.1-8B QLoRA at 2,048 tokens (bf16 activations, CUDA) beside
-torchtune's 7.4 GiB and LitGPT's 14.14 GB published peaks.
+imports (CPU: RSS; CUDA: 0), the memory once built, and ``peak - baseline`` against ``floor_bytes``
+of the terms of ``floor_terms``. On the CPU, ``--allocator live`` (the default) makes glibc hand every
+freed tensor back at once, so that peak RSS counts live tensors as CUDA's peak allocation does;
+``--allocator default`` measures with glibc's own thresholds, its kept free blocks included. From the
+points' measured/floor ratios the script predicts Qwen2.5-7B and Llama-3.1-8B QLoRA at 2,048 tokens
+(bf16 activations, CUDA) beside torchtune's 7.4 GiB and LitGPT's 14.14 GB published peaks. A point
+that fails is listed with its error and makes the exit status 1.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def parse_shape(text: str) -> tuple[str, Shape]:
 
 
 def floor_terms(shape: Shape, seq: int, activation_bytes: int, weight_bytes: int) -> dict[str, float]:
-    """Bytes that one step must hold at its peak, term by term (batch 1, every position labelled).
+    """Bytes of each thing one step holds (batch 1, every position labelled); ``floor_bytes`` adds them up.
 
     ``activation_bytes``: 4 for float32 compute (CPU), 2 for bf16 (CUDA); ``weight_bytes`` the same for
     the unquantised embeddings, norms and (untied) output layer. Adapters, their gradients and AdamW
@@ -102,24 +106,47 @@ def floor_terms(shape: Shape, seq: int, activation_bytes: int, weight_bytes: int
     quantised = shape.layers * sum(i * o for i, o in shape.projections())
     adapter = shape.layers * sum(LORA_RANK * (i + o) for i, o in shape.projections())
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    # One layer's tensors saved for backward, per token, while it is recomputed: two norms (in, out),
-    # q/k/v before and after rotary, attention output, o_proj output, gate, up, act(gate), act*up,
-    # down output; LoRA's r-wide intermediates; and as many again for their gradients in flight.
-    per_token = 4 * shape.hidden + 2 * (q + 2 * kv) + q + shape.hidden + 4 * shape.intermediate
-    per_token += 2 * LORA_RANK * len(shape.projections())
-    embeddings = shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    h, i = shape.hidden, shape.intermediate
+    # What one decoder layer saves for backward, per token, when it is recomputed: the two norms' outputs,
+    # q, k, v after rotary (attention's inputs) and its output, the residual sum, gate, up, act(gate) and
+    # act(gate) * up, and each adapter's r-wide A output. Its backward adds gradients in flight: one of
+    # each width (hidden, intermediate) at a time, and the attention's q, k, v gradients.
+    saved = 2 * h + (q + 2 * kv) + q + h + 4 * i + LORA_RANK * len(shape.projections())
+    in_flight = 2 * h + 2 * i + (q + 2 * kv)
+    embeddings = shape.vocab * h * (1 if shape.tied else 2)
     return {
         "packed_weights": quantised / 2,
         "quant_constants": quantised / QUANT_BLOCK + quantised / (QUANT_BLOCK * 256) * 4,
-        "unquantised_weights": (embeddings + (2 * shape.layers + 1) * shape.hidden) * weight_bytes,
+        "unquantised_weights": (embeddings + (2 * shape.layers + 1) * h) * weight_bytes,
         "adapter_weights": adapter * 4,
-        "adapter_gradients": adapter * 4,
         "adamw_states": adapter * 8,
-        "checkpointed_layer_inputs": (shape.layers + 1) * seq * shape.hidden * activation_bytes,
-        "one_layer_live_activations": 2 * per_token * seq * activation_bytes,
-        # logits, log-softmax and their gradient, float32, plus the labelled hidden states and their grad
-        "one_loss_chunk": 3 * min(seq, LOSS_CHUNK) * shape.vocab * 4 + 2 * seq * shape.hidden * 4,
+        "adapter_gradients": adapter * 4,
+        "checkpointed_layer_inputs": (shape.layers + 1) * seq * h * activation_bytes,
+        "one_layer_live_activations": (saved + in_flight) * seq * activation_bytes,
+        # bitsandbytes dequantises a projection's weight for its matmul (forward and backward)
+        "one_dequantised_weight": max(i * o for i, o in shape.projections()) * activation_bytes,
+        # a chunk's backward (float32): log-softmax's saved output, the gradient coming into it and the
+        # one it gives the logits; with the labelled hidden states and their gradient (compute dtype)
+        "one_loss_chunk": 3 * min(seq, LOSS_CHUNK) * shape.vocab * 4 + 2 * seq * h * activation_bytes,
     }
+
+
+HELD = ("packed_weights", "quant_constants", "unquantised_weights", "adapter_weights", "adamw_states")
+
+
+def floor_bytes(terms: dict[str, float]) -> float:
+    """The step's peak lies in backward, in one of two phases, on top of what every phase holds (``HELD``).
+
+    Loss phase: every checkpointed layer input and one loss chunk's backward, before any adapter gradient
+    exists. Layer phase: one layer recomputed and back-propagated, with the checkpointed inputs of the
+    layers still to go and the adapter gradients of those done; those two trade places along the way, so
+    at least the larger of them is held.
+    """
+    held = sum(terms[name] for name in HELD)
+    loss = terms["checkpointed_layer_inputs"] + terms["one_loss_chunk"]
+    layer = max(terms["checkpointed_layer_inputs"], terms["adapter_gradients"])
+    layer += terms["one_layer_live_activations"] + terms["one_dequantised_weight"]
+    return held + max(loss, layer)
 
 
 # ---- one point, in its own process ----------------------------------------------------------------
@@ -128,6 +155,16 @@ def floor_terms(shape: Shape, seq: int, activation_bytes: int, weight_bytes: int
 def current_rss() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the OS (glibc), so that RSS counts what is live."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def reset_peak_rss() -> None:
@@ -164,7 +201,8 @@ def quantised_decoder(shape: Shape, device: Any, dtype: Any) -> Any:
             for name, linear in list(parent.named_children()):
                 if not isinstance(linear, torch.nn.Linear):
                     continue
-                weight = torch.randn(linear.out_features, linear.in_features, dtype=dtype) * 0.02
+                size = (linear.out_features, linear.in_features)
+                weight = torch.randn(size, dtype=dtype, device=device) * 0.02
                 quantised = bnb.nn.Linear4bit(
                     linear.in_features, linear.out_features, bias=linear.bias is not None,
                     compute_dtype=dtype, quant_type="nf4", compress_statistics=True, device="meta",
@@ -210,6 +248,11 @@ def measure_point(shape: Shape, seq: int, device_name: str) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, shape.vocab, (1, seq), generator=generator).to(device)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
+    for param in optimizer.param_groups[0]["params"]:  # AdamW makes its states on its first step:
+        param.grad = torch.zeros_like(param)  # so that the measured step runs as every later one
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    release_free_memory()
     built = current_rss() if device.type == "cpu" else torch.cuda.memory_allocated(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -217,7 +260,8 @@ def measure_point(shape: Shape, seq: int, device_name: str) -> dict[str, Any]:
         reset_peak_rss()
     start = time.perf_counter()
     nll, tokens = chunked_labelled_nll(model.get_base_model(), inputs, ids, LOSS_CHUNK)
-    (nll / tokens).backward()
+    loss = nll / tokens
+    loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - start
@@ -229,23 +273,32 @@ def measure_point(shape: Shape, seq: int, device_name: str) -> dict[str, Any]:
     return {
         "peak_bytes": peak, "baseline_bytes": baseline, "built_bytes": built, "memory_kind": kind,
         "step_s": round(seconds, 2),
-        "loss": round(float(nll / tokens), 4), "attention": model.config._attn_implementation,
-        "floor_terms": floor, "floor_bytes": sum(floor.values()),
+        "loss": round(float(loss), 4), "attention": model.config._attn_implementation,
+        "floor_terms": floor, "floor_bytes": floor_bytes(floor),
     }  # fmt: skip
 
 
 # ---- the driver ------------------------------------------------------------------------------------
 
 
-def run_point(name: str, shape: Shape, seq: int, device: str) -> dict[str, Any]:
+# glibc keeps freed blocks under its (growing) mmap threshold for reuse, so RSS keeps the step's
+# garbage: with a fixed 64 KiB threshold every tensor is its own mapping, returned when freed, and peak
+# RSS counts live tensors, as CUDA's max_memory_allocated does (it leaves the caching allocator out).
+ALLOCATORS = {"live": {"MALLOC_MMAP_THRESHOLD_": "65536"}, "default": {}}
+
+
+def run_point(name: str, shape: Shape, seq: int, device: str, allocator: str) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", json.dumps(asdict(shape)), str(seq), device]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", **ALLOCATORS[allocator]}
+    load_before = os.getloadavg()[0]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         return {"name": name, "seq": seq, "error": f"exit {done.returncode}: {tail}"}
     point = json.loads(done.stdout.strip().splitlines()[-1])
-    point.update(name=name, seq=seq, shape=asdict(shape))
+    point.update(name=name, seq=seq, shape=asdict(shape), allocator=allocator if device == "cpu" else "cuda")
+    # above the core count, step_s is contended
+    point["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     point["over_floor"] = round((point["peak_bytes"] - point["baseline_bytes"]) / point["floor_bytes"], 3)
     return point
 
@@ -256,7 +309,7 @@ def predictions(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     factor = statistics.median(ratios) if ratios else 1.0
     rows = {}
     for name, shape in PREDICTED.items():
-        floor = sum(floor_terms(shape, 2048, activation_bytes=2, weight_bytes=2).values())
+        floor = floor_bytes(floor_terms(shape, 2048, activation_bytes=2, weight_bytes=2))
         rows[name] = {"floor_gib": floor / 2**30, "predicted_gib": factor * floor / 2**30, "factor": factor}
     return rows
 
@@ -281,6 +334,10 @@ def print_table(points: list[dict[str, Any]], predicted: dict[str, dict[str, flo
         if "floor_terms" in p:
             terms = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in p["floor_terms"].items())
             print(f"floor terms of {p['name']} at {p['seq']} (MiB): {terms}")
+    for name, steps in growth_per_token(points).items():
+        if steps:
+            kib = ", ".join(f"{b / 2**10:.1f}" for b in steps)
+            print(f"{name}: growth per token from one sequence length to the next: {kib} KiB")
     kinds = {(p.get("memory_kind"), p.get("attention")) for p in points if "error" not in p}
     print(f"measured: {', '.join(f'{k} (attention {a})' for k, a in sorted(kinds))}")
     for name, row in predicted.items():
@@ -294,29 +351,69 @@ def print_table(points: list[dict[str, Any]], predicted: dict[str, dict[str, flo
     )
 
 
+def parameters(shape: Shape) -> int:
+    """The decoder's parameter count (embeddings counted once when tied), for the size axis."""
+    per_layer = sum(i * o for i, o in shape.projections()) + 2 * shape.hidden
+    return shape.layers * per_layer + shape.vocab * shape.hidden * (1 if shape.tied else 2) + shape.hidden
+
+
+def growth_per_token(points: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per shape, the measured growth in bytes per token between successive sequence lengths.
+
+    Linear memory in the sequence gives equal numbers; an ``L^2`` attention term would make each one
+    about twice the one before.
+    """
+    growth: dict[str, list[float]] = {}
+    for name in dict.fromkeys(p["name"] for p in points if "error" not in p):
+        rows = sorted((p for p in points if p["name"] == name and "error" not in p), key=lambda p: p["seq"])
+        growth[name] = [
+            round((b["peak_bytes"] - a["peak_bytes"]) / (b["seq"] - a["seq"]))
+            for a, b in zip(rows, rows[1:], strict=False)
+        ]
+    return growth
+
+
 def plot(points: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(p["name"] for p in points if "error" not in p):
-        rows = sorted((p for p in points if p["name"] == name and "error" not in p), key=lambda p: p["seq"])
+    done = [p for p in points if "error" not in p]
+    figure, (by_size, by_seq) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for seq in sorted({p["seq"] for p in done}):
+        rows = sorted((p for p in done if p["seq"] == seq), key=lambda p: parameters(Shape(**p["shape"])))
+        sizes = [parameters(Shape(**p["shape"])) / 1e9 for p in rows]
+        (line,) = by_size.plot(
+            sizes,
+            [(p["peak_bytes"] - p["baseline_bytes"]) / 2**30 for p in rows],
+            "o-",
+            label=f"{seq} tokens",
+        )
+        by_size.plot(sizes, [p["floor_bytes"] / 2**30 for p in rows], "--", color=line.get_color())
+    by_size.set(xlabel="parameters (billions)", ylabel="peak - baseline (GiB); dashed: floor")
+    by_size.legend()
+    for name in dict.fromkeys(p["name"] for p in done):
+        rows = sorted((p for p in done if p["name"] == name), key=lambda p: p["seq"])
         seqs = [p["seq"] for p in rows]
-        (line,) = axes.plot(
+        (line,) = by_seq.plot(
             seqs, [(p["peak_bytes"] - p["baseline_bytes"]) / 2**30 for p in rows], "o-", label=name
         )
-        axes.plot(seqs, [p["floor_bytes"] / 2**30 for p in rows], "--", color=line.get_color())
-    axes.set(xlabel="sequence length (tokens)", ylabel="peak - baseline (GiB); dashed: floor")
-    axes.set_title("One QLoRA step (NF4 + double quant, LoRA r 16, checkpointing)")
-    axes.legend()
+        by_seq.plot(seqs, [p["floor_bytes"] / 2**30 for p in rows], "--", color=line.get_color())
+    by_seq.set(xlabel="sequence length (tokens)", ylabel="peak - baseline (GiB); dashed: floor")
+    by_seq.legend()
+    kind = done[0]["memory_kind"] if done else ""
+    figure.suptitle(f"One QLoRA step (NF4 + double quant, LoRA r 16, checkpointing, chunked loss): {kind}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
 
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        from lit_lora.runtime import quiet
+
+        quiet.install()  # as lit_lora runs: bitsandbytes without hub kernels, known noise off stderr
+        quiet.import_bitsandbytes_without_hub_kernels()
         point = measure_point(Shape(**json.loads(sys.argv[2])), int(sys.argv[3]), sys.argv[4])
         print(json.dumps(point))
         return
@@ -327,17 +424,30 @@ def main() -> None:
     parser.add_argument("--shape", action="append", default=[], help="another shape: " + parse_shape.__doc__)
     parser.add_argument("--seqs", nargs="*", type=int, default=[512, 1024, 2048])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--allocator", choices=list(ALLOCATORS), default="live",
+        help="CPU: live (freed tensors go back to the OS at once: peak RSS counts live tensors) or "
+        "default (glibc's own thresholds: peak RSS also counts the freed blocks it keeps)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--with", dest="earlier", action="append", type=Path, default=[], metavar="JSON",
+        help="points measured before (a --json of this script) join the table, prediction and plot; "
+        "`--shapes --with A --with B` measures nothing and puts A and B together",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
     shapes = {name: SHAPES[name] for name in args.shapes} | dict(parse_shape(s) for s in args.shape)
-    points = []
+    points = [p for path in args.earlier for p in json.loads(path.read_text())["points"]]
     for name, shape in shapes.items():
         for seq in args.seqs:
-            points.append(run_point(name, shape, seq, args.device))
+            points.append(run_point(name, shape, seq, args.device, args.allocator))
             print(json.dumps({k: v for k, v in points[-1].items() if k not in ("floor_terms", "shape")}))
             if "error" in points[-1] and seq != args.seqs[0]:
                 break  # longer sequences of this shape will not fit either
+    latest = {(p["name"], p["seq"]): p for p in points}  # a point measured again replaces the earlier one
+    names = list(dict.fromkeys(name for name, _ in latest))
+    points = sorted(latest.values(), key=lambda p: (names.index(p["name"]), p["seq"]))
     predicted = predictions(points)
     print_table(points, predicted)
     if args.json is not None:
@@ -346,6 +456,8 @@ def main() -> None:
         atomic_write_json(args.json, {"points": points, "predicted": predicted, "published_bytes": PUBLISHED})
     if args.plot is not None:
         plot(points, args.plot)
+    if any("error" in p for p in points):
+        sys.exit(1)  # the table says which point failed and why; the JSON keeps the others
 
 
 if __name__ == "__main__":
