@@ -180,16 +180,17 @@ def metered(trainer_class: type[transformers.Trainer]) -> type[transformers.Trai
 
 def training_args(spec: Spec, args_class: type[transformers.TrainingArguments], **extra: Any) -> Any:
     """The hyper-parameters lit_lora runs with, spelt for transformers; TRL's other defaults stay."""
-    return args_class(
+    settings = dict(
         output_dir=str(Path(spec.out) / "trainer"), per_device_train_batch_size=spec.batch_size,
         num_train_epochs=1, learning_rate=spec.learning_rate, lr_scheduler_type="linear",
         warmup_steps=spec.warmup_ratio,  # below 1: a share of the steps, rounded up as lit_lora does
         weight_decay=0.0, max_grad_norm=1.0, seed=spec.seed, data_seed=spec.seed,
-        # SFTConfig defaults to bf16 and gradient checkpointing: both contenders run alike instead.
+        # SFTConfig defaults to bf16 and gradient checkpointing: both contenders run alike instead
+        # (the memory mode's variants turn checkpointing back on, as lit_lora's low_memory.yaml does).
         bf16=spec.precision == "bf16", gradient_checkpointing=False, use_cpu=spec.accelerator == "cpu",
         save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-        **extra,
     )  # fmt: skip
+    return args_class(**(settings | extra))
 
 
 def lora(spec: Spec) -> LoraConfig:
@@ -221,6 +222,15 @@ TRL_VARIANTS: dict[str, dict[str, Any]] = {
     "trl_packing": {"packing": True},  # best-fit-decreasing packing, which also makes batches padding-free
     # TRL refuses padding_free without packing unless max_length is None: rows then go in untruncated.
     "trl_padding_free": {"padding_free": True, "max_length": None},
+    # Its least memory: padding-free batches, non-reentrant gradient checkpointing, and (CUDA only) saved
+    # activations offloaded to the CPU. TRL's loss ("nll") is already computed chunk by chunk from the
+    # hidden states (its fused lm_head), so no loss option lowers memory further.
+    "trl_low_memory": {
+        "padding_free": True,
+        "max_length": None,
+        "gradient_checkpointing": True,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+    },
 }
 
 
@@ -229,7 +239,10 @@ def trl(spec: Spec, model: Any, tokenizer: Any, rows: list[Row]) -> transformers
     from trl import SFTConfig, SFTTrainer
 
     pairs = [{"prompt": chat(row)[:1], "completion": chat(row)[1:]} for row in rows]
-    args = training_args(spec, SFTConfig, **{"max_length": spec.max_length, **TRL_VARIANTS[spec.contender]})
+    variant = dict(TRL_VARIANTS[spec.contender])
+    if variant.get("gradient_checkpointing") and spec.accelerator == "cuda":
+        variant["activation_offloading"] = True
+    args = training_args(spec, SFTConfig, **{"max_length": spec.max_length, **variant})
     return metered(SFTTrainer)(
         model=model, args=args, train_dataset=datasets.Dataset.from_list(pairs), processing_class=tokenizer,
         peft_config=lora(spec),

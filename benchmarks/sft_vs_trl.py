@@ -39,6 +39,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -52,11 +53,31 @@ sys.path.insert(0, str(REPO))  # this checkout's lit_lora and benchmarks, not an
 
 import numpy as np  # noqa: E402
 
-from benchmarks._sft_contenders import MODEL, TRL_VARIANTS, Row, Spec, heldout_loss, read_jsonl  # noqa: E402
+from benchmarks._sft_contenders import MODEL, Row, Spec, heldout_loss, read_jsonl  # noqa: E402
 from lit_lora.core.io import atomic_write_json  # noqa: E402
 from lit_lora.data._mixing import capped_order, source_rng, validation_count  # noqa: E402
 
-CONTENDERS = ["lit_lora", *TRL_VARIANTS, "hf_peft"]
+MODES = {  # the contenders of each mode; the first is lit_lora's, set against the others
+    "speed": ["lit_lora", "trl", "trl_packing", "trl_padding_free", "hf_peft"],
+    "memory": ["lit_lora_low_memory", "trl_low_memory"],
+}
+CONTENDERS = list(dict.fromkeys(name for names in MODES.values() for name in names))
+# What each mode must show (issue #23): (other contender, measure, bound), with measure a ratio of
+# lit_lora's value to the other's ("loss_tok_s": higher is better, "peak": lower is better) or
+# "eval_loss" (lit_lora's held-out loss relative to the other's, as a fraction: |x - 1|). "trl_best" is
+# the faster of TRL's packing and padding-free runs.
+TARGETS = {
+    "speed": [
+        ("trl", "loss_tok_s", 1.5), ("trl_best", "loss_tok_s", 1.2), ("trl_padding_free", "peak", 1.0),
+    ],
+    "memory": [
+        ("trl_low_memory", "peak", 0.8), ("trl_low_memory", "loss_tok_s", 1.2),
+        ("trl_low_memory", "eval_loss", 0.01),
+    ],
+}  # fmt: skip
+# lit_lora in its least memory: low_memory.yaml (non-reentrant checkpointing, chunked loss, activation
+# offloading on CUDA) and padding-free batches, as TRL's low-memory contender has.
+LOW_MEMORY = ["--config", "configs/extras/low_memory.yaml", "--data.packing=true"]
 SOURCE = "gsm8k"  # the chat source's name, which seeds lit_lora's split of it
 PLACEHOLDER = {"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}  # short: kept at any max_length
 R, ALPHA, DROPOUT, WARMUP_RATIO = 16, 32, 0.05, 0.03
@@ -75,15 +96,17 @@ def lit_lora_rows(train: list[Row], seed: int) -> tuple[list[Row], float]:
     return [*train[:held_out], PLACEHOLDER, *train[held_out:]], 1 / n
 
 
-def lit_lora_command(spec: Spec, data_file: Path, fraction: float) -> list[str]:
+def lit_lora_command(spec: Spec, data_file: Path, fraction: float, extra: list[str]) -> list[str]:
     source = {"name": SOURCE, "path": str(data_file), "user": "question", "assistant": "answer"}
     meter = {
         "class_path": "benchmarks._sft_contenders.LightningMeter",
         "init_args": {"out": spec.out + "/meter.json"},
     }
     precision = "bf16-mixed" if spec.precision == "bf16" else "32-true"
+    low_memory = LOW_MEMORY if spec.contender == "lit_lora_low_memory" else []
     return [
-        sys.executable, "-m", "lit_lora", "fit", "--config", "configs/multidomain_sft_smollm2.yaml",
+        sys.executable, "-m", "lit_lora", "fit",
+        "--config", "configs/multidomain_sft_smollm2.yaml", *low_memory,
         f"--seed_everything={spec.seed}", f"--model.model_name_or_path={MODEL}",
         f"--model.adapter.init_args.r={spec.r}", f"--model.adapter.init_args.alpha={spec.alpha}",
         f"--model.adapter.init_args.dropout={spec.dropout}",
@@ -94,17 +117,17 @@ def lit_lora_command(spec: Spec, data_file: Path, fraction: float) -> list[str]:
         f"--trainer.precision={precision}", "--trainer.gradient_clip_val=1.0",  # the Trainer's max_grad_norm
         "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={spec.out}", f"--trainer.callbacks+={json.dumps(meter)}",
+        f"--trainer.default_root_dir={spec.out}", f"--trainer.callbacks+={json.dumps(meter)}", *extra,
     ]  # fmt: skip
 
 
-def contender_command(spec: Spec, train: list[Row], tmp: Path) -> list[str]:
-    if spec.contender != "lit_lora":
+def contender_command(spec: Spec, train: list[Row], tmp: Path, lit_lora_args: list[str]) -> list[str]:
+    if not spec.contender.startswith("lit_lora"):
         return [sys.executable, str(Path(__file__).with_name("_sft_contenders.py")), json.dumps(asdict(spec))]
     rows, fraction = lit_lora_rows(train, spec.seed)
     data_file = tmp / f"lit_lora_seed{spec.seed}.jsonl"
     data_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return lit_lora_command(spec, data_file, fraction)
+    return lit_lora_command(spec, data_file, fraction, lit_lora_args)
 
 
 def run_contender(spec: Spec, command: list[str]) -> dict[str, Any]:
@@ -188,6 +211,35 @@ def print_table(runs: dict[str, list[dict[str, Any]]], summary: dict[str, dict[s
         )
 
 
+def check_targets(
+    summary: dict[str, dict[str, Any]], mode: str, trl_best: str | None
+) -> list[dict[str, Any]]:
+    """The mode's targets (``TARGETS``) among the contenders that ran, each with its measured value."""
+    ours = MODES[mode][0]
+    rows = []
+    for named, measure, bound in TARGETS[mode]:
+        other = trl_best if named == "trl_best" else named
+        if ours not in summary or other is None or other not in summary:
+            continue
+        mine, theirs = summary[ours], summary[other]
+        if measure == "loss_tok_s":
+            value = mine["loss_tokens_per_s"] / theirs["loss_tokens_per_s"]
+            met, rule = value >= bound, f">= {bound}x"
+        elif measure == "peak":
+            value = mine["peak_mb"] / theirs["peak_mb"]
+            met, rule = value <= bound, f"<= {bound}x"
+        else:
+            value = mine["eval_loss"] / theirs["eval_loss"] - 1
+            met, rule = abs(value) <= bound, f"within {bound:.0%}"
+        line = f"{measure} {ours} / {other}: {value:+.4f}" if measure == "eval_loss" else ""
+        line = line or f"{measure} {ours} / {other}: {value:.2f}x"
+        rows.append({
+            "ours": ours, "other": other, "measure": measure, "bound": bound, "value": round(value, 4),
+            "met": met, "line": f"{line} (target {rule}: {'met' if met else 'NOT met'})",
+        })  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,13 +250,21 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=64, help="first N rows of GSM8K test, held out")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=CONTENDERS)
+    parser.add_argument(
+        "--mode", choices=list(MODES), default="speed",
+        help="speed: today's settings (no checkpointing) for all; memory: each contender in its least memory",
+    )  # fmt: skip
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, help="default: the mode's")
     parser.add_argument("--accelerator", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="bf16: mixed, for all")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/gsm8k")
+    parser.add_argument(
+        "--lit-lora-args", default="", metavar="ARGS", help="more for lit_lora: '--data.packing=false'"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the numbers here")
     args = parser.parse_args()
+    args.contenders = args.contenders or MODES[args.mode]
 
     train = read_jsonl(args.data_dir / "train.jsonl", args.rows)
     held_out = read_jsonl(args.data_dir / "test.jsonl", args.eval_rows)
@@ -221,7 +281,7 @@ def main() -> None:
                     name, seed, str(train_file), f"{tmp}/{name}_seed{seed}", args.batch_size, args.max_length,
                     args.lr, WARMUP_RATIO, R, ALPHA, DROPOUT, args.accelerator, args.precision,
                 )  # fmt: skip
-                command = contender_command(spec, train, Path(tmp))
+                command = contender_command(spec, train, Path(tmp), shlex.split(args.lit_lora_args))
                 run = {"seed": seed, **run_contender(spec, command)}
                 runs[name].append(finish(run, args, held_out))
                 print(
@@ -236,10 +296,9 @@ def main() -> None:
     print(f"base model (no adapter) eval loss {base_loss:.4f} over {eval_tokens} assistant tokens")
     if trl_best is not None:
         print(f"TRL best (faster of packing / padding-free): {trl_best}")
-    if "lit_lora" in summary:
-        for name in [n for n in summary if n != "lit_lora"]:
-            ratio = summary["lit_lora"]["loss_tokens_per_s"] / summary[name]["loss_tokens_per_s"]
-            print(f"loss tok/s lit_lora / {name}: {ratio:.2f}")
+    targets = check_targets(summary, args.mode, trl_best)
+    for row in targets:
+        print(row["line"])
     mismatched = {n: rs[0]["rows"] for n, rs in runs.items() if any(r["rows"] != len(train) for r in rs)}
     if mismatched:
         # A row cut by --max-length before its reply: lit_lora and TRL drop it, the others keep it, lossless.
@@ -253,7 +312,7 @@ def main() -> None:
             "load_avg_1m_before": load_before, **versions,
         }  # fmt: skip
         record = {
-            "runs": runs, "summary": summary, "trl_best": trl_best,
+            "runs": runs, "summary": summary, "trl_best": trl_best, "targets": targets,
             "base_eval_loss": round(base_loss, 4), "eval_tokens": eval_tokens,
             "settings": {k: str(v) for k, v in vars(args).items() if k != "json"}, "env": env,
         }  # fmt: skip
