@@ -82,8 +82,13 @@ SHAPES = {  # from each model's config.json on the hub
 PREDICTED = {
     "qwen2.5-7b": Shape("qwen2", 3584, 18944, 28, 28, 4, 152064, False),
     "llama-3.1-8b": Shape("llama", 4096, 14336, 32, 32, 8, 128256, False),
+    "llama-2-7b": Shape("llama", 4096, 11008, 32, 32, 32, 32000, False),
 }
-PUBLISHED = {"torchtune Llama-3.1-8B QLoRA": 7.4 * 2**30, "LitGPT Llama-3.1-8B QLoRA": 14.14e9}
+PREDICTED_TOKENS = (2048, 4096)  # 4,096: torchtune's batch of 2 rows packed to 2,048 tokens each
+PUBLISHED = {  # peak GPU memory as each project publishes it (setups: docs/performance.md)
+    "torchtune Llama-3.1-8B QLoRA, batch 2 x 2,048 packed, RTX 4090": 7.4 * 2**30,
+    "LitGPT Llama-2-7B QLoRA (NF4), micro-batch 1, A100": 14.14e9,
+}
 
 
 def parse_shape(text: str) -> tuple[str, Shape]:
@@ -304,13 +309,17 @@ def run_point(name: str, shape: Shape, seq: int, device: str, allocator: str) ->
 
 
 def predictions(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """7B/8B at 2,048 tokens on CUDA (bf16): the floor times the median measured/floor ratio."""
+    """7B/8B shapes on CUDA (bf16), batch 1: each floor times the median and largest measured/floor ratio."""
     ratios = [p["over_floor"] for p in points if "over_floor" in p]
-    factor = statistics.median(ratios) if ratios else 1.0
+    median, largest = (statistics.median(ratios), max(ratios)) if ratios else (1.0, 1.0)
     rows = {}
     for name, shape in PREDICTED.items():
-        floor = floor_bytes(floor_terms(shape, 2048, activation_bytes=2, weight_bytes=2))
-        rows[name] = {"floor_gib": floor / 2**30, "predicted_gib": factor * floor / 2**30, "factor": factor}
+        for tokens in PREDICTED_TOKENS:
+            floor = floor_bytes(floor_terms(shape, tokens, activation_bytes=2, weight_bytes=2)) / 2**30
+            rows[f"{name} @ {tokens}"] = {
+                "floor_gib": round(floor, 3), "median_ratio": median, "largest_ratio": largest,
+                "predicted_gib": round(median * floor, 3), "predicted_upper_gib": round(largest * floor, 3),
+            }  # fmt: skip
     return rows
 
 
@@ -342,13 +351,12 @@ def print_table(points: list[dict[str, Any]], predicted: dict[str, dict[str, flo
     print(f"measured: {', '.join(f'{k} (attention {a})' for k, a in sorted(kinds))}")
     for name, row in predicted.items():
         print(
-            f"predicted {name} QLoRA at 2,048 tokens (bf16, CUDA): floor {row['floor_gib']:.2f} GiB x "
-            f"{row['factor']:.2f} = {row['predicted_gib']:.2f} GiB"
+            f"predicted {name} tokens, QLoRA (bf16, CUDA, batch 1): floor {row['floor_gib']:.2f} GiB x "
+            f"{row['median_ratio']:.2f} (median) .. {row['largest_ratio']:.2f} (largest measured ratio) = "
+            f"{row['predicted_gib']:.2f} .. {row['predicted_upper_gib']:.2f} GiB"
         )
-    print(
-        "published: torchtune Llama-3.1-8B QLoRA 7.4 GiB, LitGPT Llama-3.1-8B QLoRA 14.14 GB (13.17 GiB); "
-        "the prediction scales each floor by the median measured/floor ratio of the points above"
-    )
+    for anchor, peak in PUBLISHED.items():
+        print(f"published: {anchor}: {peak / 2**30:.2f} GiB")
 
 
 def parameters(shape: Shape) -> int:
