@@ -441,3 +441,11 @@ def test_a_failed_fit_is_no_result(tmp_path: Path) -> None:
     assert float(row["val/acc"]) == 0.9
     summary = (out / "summary.md").read_text()
     assert "## Not counted" in summary and "training loss is nan" in summary
+
+
+def test_report_colours_stay_distinct_past_ten_configs() -> None:
+    from lit_lora.report.plots import palette
+
+    for n in (3, 10, 11, 20):
+        colours = [palette(n)(i) for i in range(n)]
+        assert len(set(colours)) == n, n  # tab10 alone gave the 11th config the 1st one's colour

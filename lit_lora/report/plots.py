@@ -29,9 +29,15 @@ def save_atomic(fig: Figure, path: Path) -> None:
         plt.close(fig)
 
 
+def palette(n: int) -> Any:
+    """``n`` distinct colours by index: tab10, or tab20 where ten would repeat one for two configs."""
+    colors = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return lambda i: colors(i % colors.N)
+
+
 def accuracy_vs_params(summary: list[Row], rows: list[Row], split: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.get_cmap("tab10")
+    colors = palette(len(summary))
     markers = "osD^vP*Xh<>"
     same_x: dict[Any, list[str]] = {}
     for s in summary:
@@ -39,7 +45,7 @@ def accuracy_vs_params(summary: list[Row], rows: list[Row], split: str, path: Pa
     for i, s in enumerate(summary):
         if s["trainable"] is None or s["accuracy_mean"] is None:
             continue
-        color, marker = colors(i % 10), markers[i % len(markers)]
+        color, marker = colors(i), markers[i % len(markers)]
         peers = same_x[s["trainable"]]  # configs with equal counts are spread apart by a few percent
         x = s["trainable"] * 1.04 ** (peers.index(s["config"]) - (len(peers) - 1) / 2)
         runs = [r.get(f"{split}/acc") for r in rows if r["config"] == s["config"]]
@@ -75,9 +81,10 @@ def bars(summary: list[Row], key: str, xlabel: str, title: str, path: Path, mark
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.45 * len(labels)))
     ypos = range(len(labels))
     families = list(dict.fromkeys(s["approach"].split(",")[0] for s in summary))
-    colors = [plt.get_cmap("tab10")(families.index(s["approach"].split(",")[0]) % 10) for s in summary]
+    family_color = palette(len(families))
+    colors = [family_color(families.index(s["approach"].split(",")[0])) for s in summary]
     ax.barh(ypos, means, xerr=stds, capsize=4, color=colors, alpha=0.85)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=plt.get_cmap("tab10")(i % 10)) for i in range(len(families))]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=family_color(i)) for i in range(len(families))]
     ax.legend(handles, families, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     ax.set_yticks(list(ypos), [f"{label} (n={s['n']})" for label, s in zip(labels, summary, strict=True)])
     ax.invert_yaxis()
@@ -110,11 +117,11 @@ def curves(points: list[Row], metrics: list[str], path: Path) -> None:
     """One panel per metric: a faint line per run, the config's mean line and its ± std band over seeds."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.5), squeeze=False)
     configs = list(dict.fromkeys(p["config"] for p in points))
-    colors = plt.get_cmap("tab10")
+    colors = palette(len(configs))
     for ax, metric in zip(axes[0], metrics, strict=True):
         for i, config in enumerate(configs):
             mine = [p for p in points if p["config"] == config and p["metric"] == metric]
-            _draw_config(ax, mine, colors(i % 10), config)
+            _draw_config(ax, mine, colors(i), config)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} (faint: each run; line and band: mean ± std over seeds)", fontsize=9)
