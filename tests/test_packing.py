@@ -26,6 +26,7 @@ from lit_lora.methods import LoraSpec
 from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
 from lit_lora.models.lm.packing import PACKED_MODEL_TYPES, check_packing_support, packed_inputs
+from lit_lora.models.lm.varlen_attention import VARLEN_SDPA
 from tests.helpers import trainer
 
 # Answers of 1 to ~40 tokens, so that padded batches really pad and sequences differ in length.
@@ -189,7 +190,7 @@ def two_packs(vocab: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tens
     return tuple({"input_ids": torch.cat([row, b])[None], "position_ids": positions} for row in a)  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", VARLEN_SDPA])
 @pytest.mark.parametrize("model_type", PACKED_MODEL_TYPES)
 def test_sequences_in_a_pack_cannot_see_each_other(model_type, attention):
     model = tiny_model(model_type, attention)
@@ -201,6 +202,67 @@ def test_sequences_in_a_pack_cannot_see_each_other(model_type, attention):
     assert (logits[0][:7] - logits[1][:7]).abs().max() > 1e-2  # A's change is visible where it may be
     torch.testing.assert_close(logits[0][7:], logits[1][7:], atol=1e-6, rtol=0)  # ... and nowhere else
     torch.testing.assert_close(logits[0][7:], alone, atol=1e-5, rtol=1e-5)
+
+
+FUSED_ATTENTION = torch.nn.functional.scaled_dot_product_attention  # before any test patches it
+
+
+def sdpa_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Records how torch's fused attention kernel is called: the length it sees, mask or causal flag."""
+    calls: list[dict] = []
+
+    def spy(query, key, value, attn_mask=None, **kwargs):
+        calls.append({"length": query.shape[2], "mask": attn_mask is not None, **kwargs})
+        return FUSED_ATTENTION(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return calls
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_varlen_attention_runs_the_causal_kernel_per_sequence_with_sdpas_numbers(model_type, monkeypatch):
+    pack = two_packs(TINY["vocab_size"])[0]
+    results = {}
+    for attention in ("sdpa", VARLEN_SDPA):
+        model = tiny_model(model_type, attention).train()
+        calls = sdpa_calls(monkeypatch)
+        logits = model(**packed_inputs(pack)).logits
+        logits.float().pow(2).mean().backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        results[attention] = logits.detach(), grads, calls
+    logits, grads, calls = results[VARLEN_SDPA]
+    # Once per sequence and layer, unmasked and causal: no [12 x 12] mask, no scores across sequences.
+    per_layer = [(7, False, True), (5, False, True)]
+    assert [(c["length"], c["mask"], c["is_causal"]) for c in calls] == per_layer * 2
+    assert all(c["mask"] and c["length"] == 12 for c in results["sdpa"][2])
+    torch.testing.assert_close(logits, results["sdpa"][0], atol=1e-5, rtol=1e-5)
+    assert grads.keys() == results["sdpa"][1].keys() and grads
+    for name, expected in results["sdpa"][1].items():
+        torch.testing.assert_close(grads[name], expected, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("case", ["padded batch", "sliding window shorter than a sequence"])
+def test_varlen_attention_is_sdpa_where_it_cannot_split_by_sequence(case, monkeypatch):
+    first = two_packs(TINY["vocab_size"])[0]
+    if case == "padded batch":
+        model_type, config = "llama", {}
+        ids = first["input_ids"].view(2, 6)
+        inputs = {"input_ids": ids, "attention_mask": torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6])}
+    else:  # the 7-token sequence outgrows a 4-token window: the window's mask must apply
+        model_type, config = "mistral", {"sliding_window": 4}
+        inputs = packed_inputs(first)
+    outputs, masked = {}, {}
+    for attention in ("sdpa", VARLEN_SDPA):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.for_model(model_type, **TINY, **config), attn_implementation=attention
+        ).eval()
+        calls = sdpa_calls(monkeypatch)
+        with torch.no_grad():
+            outputs[attention] = model(**{"use_cache": False, **inputs}).logits
+        masked[attention] = [c["mask"] for c in calls]
+    assert masked[VARLEN_SDPA] == masked["sdpa"] == [True, True]
+    torch.testing.assert_close(outputs[VARLEN_SDPA], outputs["sdpa"], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("leak", ["all-ones attention mask", "default use_cache"])
@@ -257,6 +319,8 @@ def fitted_adapter(path: Path, data_dir: Path, root: Path, packing: bool, **mode
         str(path), adapter=LoraSpec(r=4, alpha=8, dropout=0.0), learning_rate=1e-2, **model_kwargs
     )
     trainer(root, max_steps=3, accumulate_grad_batches=2).fit(model, data)
+    attention = model.peft_model.get_base_model().config._attn_implementation
+    assert attention == (VARLEN_SDPA if packing else "sdpa")  # a packed fit attends per sequence
     named = model.peft_model.named_parameters()
     return {name: p.detach().clone() for name, p in named if p.requires_grad}
 

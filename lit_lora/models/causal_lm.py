@@ -33,6 +33,7 @@ from lit_lora.models.lm.greedy import greedy_generate, is_plain_greedy
 from lit_lora.models.lm.labelled_logits import labelled_nll, labelled_positions, takes_position_mask
 from lit_lora.models.lm.packing import check_packing_support, is_packed, packed_inputs
 from lit_lora.models.lm.token_window import WindowTokens, loss_tokens_per_row
+from lit_lora.models.lm.varlen_attention import use_varlen_attention
 
 Batch = dict[str, Any]
 
@@ -146,7 +147,9 @@ class CausalLM(PeftModule):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         if getattr(self.trainer.datamodule, "packing", False):  # refuse before any step, not at the first
-            check_packing_support(self.peft_model.get_base_model().config)
+            base = self.peft_model.get_base_model()
+            check_packing_support(base.config)
+            use_varlen_attention(base)  # each sequence attends alone, not under a [tokens x tokens] mask
         warn_if_no_effect(self.activation_offloading, self.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

@@ -6,7 +6,9 @@ mask from such position ids (``masking_utils.find_packed_sequence_indices``) onl
 no 2-D attention mask and no cache. An all-ones mask, or the empty cache that ``use_cache=True`` (the
 config default, training included) creates, silently turns that off: every sequence then attends to the
 ones before it. Families that build their mask elsewhere leak whatever is passed (OPT; BLOOM's ALiBi).
-Only the families and attention implementations that tests/test_packing.py proves are allowed.
+Only the families and attention implementations that tests/test_packing.py proves are allowed. A fit
+with packing switches ``sdpa`` models to ``VARLEN_SDPA`` (``varlen_attention.py``), which reads the
+sequence bounds that ``packed_inputs`` passes and never attends across them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import torch
 from transformers import PretrainedConfig
 
 from lit_lora.errors import LitLoraError
+from lit_lora.models.lm.varlen_attention import VARLEN_SDPA, sequence_bounds
 
 PACKED_MODEL_TYPES = ("gemma", "gpt2", "llama", "mistral", "phi3", "qwen2", "qwen3", "smollm3")
 # flash_attention_2 reads packed position ids too, but cannot be tested on CPU: not allowed until it is.
-PACKED_ATTENTION = ("eager", "sdpa")
+PACKED_ATTENTION = ("eager", "sdpa", VARLEN_SDPA)
 
 
 def is_packed(batch: dict[str, Any]) -> bool:
@@ -28,8 +31,16 @@ def is_packed(batch: dict[str, Any]) -> bool:
 
 
 def packed_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor | bool]:
-    """Model inputs of a packed batch: no attention mask and no cache, so that the mask follows positions."""
-    return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    """Model inputs of a packed batch: no attention mask and no cache, so that the mask follows positions.
+
+    ``cu_seq_lens_q`` (the sequences' bounds) is read by ``VARLEN_SDPA`` and ignored by eager and sdpa.
+    """
+    return {
+        "input_ids": batch["input_ids"],
+        "position_ids": batch["position_ids"],
+        "cu_seq_lens_q": sequence_bounds(batch["position_ids"]),
+        "use_cache": False,
+    }
 
 
 def check_packing_support(config: PretrainedConfig) -> None:
