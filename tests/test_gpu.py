@@ -217,3 +217,29 @@ def test_qlora_under_fsdp2_shards_4bit_weights_stored_in_the_compute_dtype(tiny_
     one = results(tmp_path / "one")["metrics"]
     assert one["val/acc"] == record["metrics"]["val/acc"]
     assert one["val/loss"] == pytest.approx(record["metrics"]["val/loss"], rel=1e-3)
+
+
+def test_varlen_attention_on_cuda_equals_sdpa_over_the_block_diagonal_mask():
+    # The per-sequence causal kernels (flash / memory-efficient on CUDA) against sdpa's masked one.
+    from transformers import AutoConfig
+
+    from lit_lora.models.lm.packing import packed_inputs
+    from lit_lora.models.lm.varlen_attention import VARLEN_SDPA
+
+    shape = {"vocab_size": 300, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+    lengths = [7, 33, 5, 64]
+    pack = {
+        "input_ids": torch.randint(5, 300, (1, sum(lengths)), generator=torch.Generator().manual_seed(0)),
+        "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+    }
+    logits = {}
+    for attention in ("sdpa", VARLEN_SDPA):
+        torch.manual_seed(0)
+        config = AutoConfig.for_model("llama", **shape)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attention).to(DEVICE)
+        inputs = {k: v.to(DEVICE) if torch.is_tensor(v) and k != "cu_seq_lens_q" else v
+                  for k, v in packed_inputs(pack).items()}  # fmt: skip
+        with torch.no_grad(), torch.autocast(DEVICE, dtype=torch.bfloat16):
+            logits[attention] = model(**inputs).logits.float()
+    torch.testing.assert_close(logits[VARLEN_SDPA], logits["sdpa"], atol=2e-2, rtol=2e-2)
