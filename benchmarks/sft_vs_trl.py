@@ -12,6 +12,8 @@ in an order that alternates per seed:
 
 - lit_lora: ``python -m lit_lora fit --config configs/multidomain_sft_smollm2.yaml`` with one GSM8K
   chat source (ChatSFTDataModule); it batches rows of similar length together.
+- lit_lora_packed: the same with ``--data.packing=true``: the same batches of rows, padding-free, each
+  sequence attending alone (``lit_lora/models/lm/varlen_attention.py``), so no mask over the row.
 - trl: TRL's SFTTrainer on conversational prompt/completion rows (so completion-only loss by default);
   TRL's defaults otherwise, except SFTConfig's bf16 and gradient checkpointing (both on by default):
   --precision and no checkpointing, as for everyone.
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import itertools
 import json
 import os
 import shlex
@@ -63,8 +66,8 @@ from benchmarks._sft_contenders import MODEL, Row, Spec, heldout_loss, read_json
 from lit_lora.core.io import atomic_write_json  # noqa: E402
 from lit_lora.data._mixing import capped_order, source_rng, validation_count  # noqa: E402
 
-MODES = {  # the contenders of each mode; the first is lit_lora's, set against the others
-    "speed": ["lit_lora", "trl", "trl_packing", "trl_padding_free", "hf_peft"],
+MODES = {  # the contenders of each mode; those named lit_lora* are each set against the others
+    "speed": ["lit_lora", "lit_lora_packed", "trl", "trl_packing", "trl_padding_free", "hf_peft"],
     "memory": ["lit_lora_low_memory", "trl_low_memory"],
 }
 CONTENDERS = list(dict.fromkeys(name for names in MODES.values() for name in names))
@@ -84,6 +87,11 @@ TARGETS = {
 # lit_lora in its least memory: low_memory.yaml (non-reentrant checkpointing, chunked loss, activation
 # offloading on CUDA) and padding-free batches, as TRL's low-memory contender has.
 LOW_MEMORY = ["--config", "configs/extras/low_memory.yaml", "--data.packing=true"]
+LIT_LORA_ARGS = {  # each lit_lora contender: the chat SFT config plus these
+    "lit_lora": [],
+    "lit_lora_packed": ["--data.packing=true"],
+    "lit_lora_low_memory": LOW_MEMORY,
+}
 SOURCE = "gsm8k"  # the chat source's name, which seeds lit_lora's split of it
 PLACEHOLDER = {"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}  # short: kept at any max_length
 R, ALPHA, DROPOUT, WARMUP_RATIO = 16, 32, 0.05, 0.03
@@ -109,10 +117,9 @@ def lit_lora_command(spec: Spec, data_file: Path, fraction: float, extra: list[s
         "init_args": {"out": spec.out + "/meter.json"},
     }
     precision = "bf16-mixed" if spec.precision == "bf16" else "32-true"
-    low_memory = LOW_MEMORY if spec.contender == "lit_lora_low_memory" else []
     return [
         sys.executable, "-m", "lit_lora", "fit",
-        "--config", "configs/multidomain_sft_smollm2.yaml", *low_memory,
+        "--config", "configs/multidomain_sft_smollm2.yaml", *LIT_LORA_ARGS[spec.contender],
         f"--seed_everything={spec.seed}", f"--model.model_name_or_path={MODEL}",
         f"--model.adapter.init_args.r={spec.r}", f"--model.adapter.init_args.alpha={spec.alpha}",
         f"--model.adapter.init_args.dropout={spec.dropout}",
@@ -220,12 +227,12 @@ def print_table(runs: dict[str, list[dict[str, Any]]], summary: dict[str, dict[s
 def check_targets(
     summary: dict[str, dict[str, Any]], mode: str, trl_best: str | None
 ) -> list[dict[str, Any]]:
-    """The mode's targets (``TARGETS``) among the contenders that ran, each with its measured value."""
-    ours = MODES[mode][0]
+    """The mode's targets (``TARGETS``) for each lit_lora contender that ran, with the measured values."""
+    ours_all = [name for name in MODES[mode] if name.startswith("lit_lora") and name in summary]
     rows = []
-    for named, measure, bound in TARGETS[mode]:
+    for ours, (named, measure, bound) in itertools.product(ours_all, TARGETS[mode]):
         other = trl_best if named == "trl_best" else named
-        if ours not in summary or other is None or other not in summary:
+        if other is None or other not in summary:
             continue
         mine, theirs = summary[ours], summary[other]
         if measure == "loss_tok_s":
