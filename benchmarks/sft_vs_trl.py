@@ -1,6 +1,7 @@
 """Chat SFT of SmolLM2-135M-Instruct on GSM8K: lit_lora's CLI vs TRL's SFTTrainer vs Trainer + PEFT.
 
     python benchmarks/sft_vs_trl.py --rows 64 --eval-rows 64 \
+        --contenders lit_lora lit_lora_packed trl trl_padding_free \
         --json results/benchmarks/sft_vs_trl_smollm2_cpu.json    # the committed CPU numbers
     python benchmarks/sft_vs_trl.py --accelerator cuda --precision bf16 --peak-tflops 989 --json OUT
 
