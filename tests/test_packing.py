@@ -26,7 +26,7 @@ from lit_lora.methods import LoraSpec
 from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
 from lit_lora.models.lm.packing import PACKED_MODEL_TYPES, check_packing_support, packed_inputs
-from lit_lora.models.lm.varlen_attention import VARLEN_SDPA
+from lit_lora.models.lm.varlen_attention import VARLEN_SDPA, sequence_bounds
 from tests.helpers import trainer
 
 # Answers of 1 to ~40 tokens, so that padded batches really pad and sequences differ in length.
@@ -239,6 +239,15 @@ def test_varlen_attention_runs_the_causal_kernel_per_sequence_with_sdpas_numbers
     assert grads.keys() == results["sdpa"][1].keys() and grads
     for name, expected in results["sdpa"][1].items():
         torch.testing.assert_close(grads[name], expected, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("positions", "bounds"),
+    [([0, 1, 2, 0, 1, 0], [0, 3, 5, 6]), ([3, 4, 0, 1], [0, 2, 4]), ([0, 1, 2], [0, 3])],
+    ids=["three sequences", "a row starting mid-sequence", "one sequence"],
+)
+def test_sequence_bounds_cover_every_token_of_the_row(positions, bounds):
+    assert sequence_bounds(torch.tensor([positions])).tolist() == bounds
 
 
 @pytest.mark.parametrize("case", ["padded batch", "sliding window shorter than a sequence"])

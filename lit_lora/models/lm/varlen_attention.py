@@ -29,10 +29,9 @@ def sequence_bounds(position_ids: torch.Tensor) -> torch.Tensor:
 
     One device sync per step here, rather than one per layer in the attention.
     """
-    positions = position_ids[0]
-    starts = (positions == 0).nonzero().flatten()
-    end = torch.tensor([positions.numel()], device=positions.device)
-    return torch.cat([starts, end]).cpu()
+    positions = position_ids[0].cpu()
+    later_starts = (positions[1:] == 0).nonzero().flatten() + 1  # the row's first token always starts one
+    return torch.cat([torch.tensor([0]), later_starts, torch.tensor([positions.numel()])])
 
 
 def varlen_sdpa_forward(
