@@ -19,17 +19,15 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lit_lora
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lit_lora and benchmarks
 
+from benchmarks.memory_scaling import SHAPES  # noqa: E402
 from lit_lora.models.lm.packing import packed_inputs  # noqa: E402
 from lit_lora.models.lm.varlen_attention import VARLEN_SDPA  # noqa: E402
 
-SMOLLM2_135M = {
-    "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
-    "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True,
-}  # fmt: skip
+SHAPE = SHAPES["smollm2-135m"]
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -45,7 +43,12 @@ def main() -> None:
     parser.add_argument("--no-grad", action="store_true", help="the forward without autograd")
     args = parser.parse_args()
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_config(LlamaConfig(**SMOLLM2_135M), attn_implementation=VARLEN_SDPA)
+    config = AutoConfig.for_model(
+        SHAPE.family, hidden_size=SHAPE.hidden, intermediate_size=SHAPE.intermediate,
+        num_hidden_layers=SHAPE.layers, num_attention_heads=SHAPE.heads, num_key_value_heads=SHAPE.kv_heads,
+        vocab_size=SHAPE.vocab, tie_word_embeddings=SHAPE.tied,
+    )  # fmt: skip
+    base = AutoModelForCausalLM.from_config(config, attn_implementation=VARLEN_SDPA)
     adapter = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=PROJECTIONS)
     model = get_peft_model(base, adapter)
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -56,7 +59,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(1)
     lengths = torch.randint(150, 400, (8,), generator=generator).tolist()
     batch = {
-        "input_ids": torch.randint(0, SMOLLM2_135M["vocab_size"], (1, sum(lengths)), generator=generator),
+        "input_ids": torch.randint(0, SHAPE.vocab, (1, sum(lengths)), generator=generator),
         "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
     }
     inputs = packed_inputs(batch)
@@ -64,7 +67,7 @@ def main() -> None:
     with torch.set_grad_enabled(not args.no_grad):
         base.model(**inputs)
     per_layer = (after_layer[-1] - after_layer[0]) / (len(after_layer) - 1)
-    live = sum(lengths) * SMOLLM2_135M["hidden_size"] * 4 / 2**20
+    live = sum(lengths) * SHAPE.hidden * 4 / 2**20
     print(f"{sum(lengths)} tokens, {len(after_layer)} layers, {'no grad' if args.no_grad else 'grad'}")
     print(f"RSS before the forward {before:.0f} MB, after it {after_layer[-1]:.0f} MB")
     print(f"growth per layer {per_layer:.1f} MB (a checkpointed layer's input: {live:.1f} MB)")

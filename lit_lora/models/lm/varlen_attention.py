@@ -80,8 +80,7 @@ AttentionInterface.register(VARLEN_SDPA, varlen_sdpa_forward)
 AttentionMaskInterface.register(VARLEN_SDPA, sdpa_mask)
 
 
-def use_varlen_attention(model: PreTrainedModel) -> bool:
-    """Switch a model on ``sdpa`` to ``VARLEN_SDPA``; whether it now runs it (others stay as they are)."""
+def use_varlen_attention(model: PreTrainedModel) -> None:
+    """Switch a model on ``sdpa`` to ``VARLEN_SDPA``; other attention implementations stay as they are."""
     if model.config._attn_implementation == "sdpa":
         model.set_attn_implementation(VARLEN_SDPA)
-    return model.config._attn_implementation == VARLEN_SDPA
