@@ -2,6 +2,7 @@
 
     python benchmarks/heap_growth.py                                    # glibc's default allocator
     MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/heap_growth.py      # RSS follows live tensors
+    python benchmarks/heap_growth.py --trim   # model.trim_host_memory: malloc_trim after each layer
 
 A random-weight decoder of SmolLM2-135M's shape with LoRA r 16 (dropout 0.05) on every projection,
 non-reentrant gradient checkpointing, one padding-free row of 8 sequences (2,084 tokens) attending
@@ -24,6 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lit_lora and benchmarks
 
 from benchmarks.memory_scaling import SHAPES  # noqa: E402
+from lit_lora.models.engine.host_memory import trim_after_each_layer  # noqa: E402
 from lit_lora.models.lm.packing import packed_inputs  # noqa: E402
 from lit_lora.models.lm.varlen_attention import VARLEN_SDPA  # noqa: E402
 
@@ -41,6 +43,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--no-grad", action="store_true", help="the forward without autograd")
+    parser.add_argument("--trim", action="store_true", help="as model.trim_host_memory=true trains")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = AutoConfig.for_model(
@@ -53,6 +56,8 @@ def main() -> None:
     model = get_peft_model(base, adapter)
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
+    if args.trim:  # registered first, so that each layer's RSS below is read after its trim
+        trim_after_each_layer(model)
     after_layer: list[float] = []
     for layer in base.model.layers:
         layer.register_forward_hook(lambda *_: after_layer.append(rss_mb()))
@@ -68,7 +73,8 @@ def main() -> None:
         base.model(**inputs)
     per_layer = (after_layer[-1] - after_layer[0]) / (len(after_layer) - 1)
     live = sum(lengths) * SHAPE.hidden * 4 / 2**20
-    print(f"{sum(lengths)} tokens, {len(after_layer)} layers, {'no grad' if args.no_grad else 'grad'}")
+    mode = ("no grad" if args.no_grad else "grad") + (", trimmed after each layer" if args.trim else "")
+    print(f"{sum(lengths)} tokens, {len(after_layer)} layers, {mode}")
     print(f"RSS before the forward {before:.0f} MB, after it {after_layer[-1]:.0f} MB")
     print(f"growth per layer {per_layer:.1f} MB (a checkpointed layer's input: {live:.1f} MB)")
 

@@ -137,11 +137,9 @@ def test_low_memory_extras_stack_on_every_decoder_config(config):
     )
     model = cli.model
     assert isinstance(model, CausalLM)
-    assert (model.gradient_checkpointing, model.activation_offloading, model.loss_chunk_size) == (
-        True,
-        True,
-        256,
-    )
+    stacked = (model.gradient_checkpointing, model.activation_offloading, model.trim_host_memory)
+    assert stacked == (True, True, True)
+    assert model.loss_chunk_size == 256
 
 
 def test_activation_offloading_saves_on_cpu_from_cuda_only():

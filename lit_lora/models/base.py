@@ -38,6 +38,7 @@ from lit_lora.models.engine.checkpoint import (
 )
 from lit_lora.models.engine.footprint import weight_footprint_bytes
 from lit_lora.models.engine.fsdp import shard_if_asked, shards_model, whole_adapter_state
+from lit_lora.models.engine.host_memory import trim_after_each_layer, warn_if_trim_has_no_effect
 from lit_lora.models.engine.optim import configure as configure_optimization
 from lit_lora.models.engine.resume import resume_train_loader_position, start_next_epoch
 from lit_lora.models.engine.zero import ZeroGradients, gathered_adapter
@@ -67,6 +68,7 @@ class PeftModule(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         gradient_checkpointing: bool = False,
+        trim_host_memory: bool = False,
         trust_remote_code: bool = False,
     ) -> None:
         """
@@ -84,6 +86,9 @@ class PeftModule(L.LightningModule):
             lr_scheduler: Another LR schedule, stepped every optimizer step; None is linear warm-up over
                 warmup_ratio of the steps, then linear decay to zero.
             gradient_checkpointing: Recompute activations in backward (non-reentrant) to save memory.
+            trim_host_memory: On CPU, hand the memory each transformer layer frees back to the OS after
+                its forward (glibc's malloc_trim), so peak RSS follows the live tensors instead of the
+                allocator's retained heap; same numbers. No effect (and a warning) on other devices.
             trust_remote_code: Run model code shipped with a hub repository; off unless asked for, since
                 that code runs with your permissions.
         """
@@ -98,6 +103,7 @@ class PeftModule(L.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.gradient_checkpointing = gradient_checkpointing
+        self.trim_host_memory = trim_host_memory
         self.trust_remote_code = trust_remote_code
         self.model: PeftModel | None = None
         self._hooks: AdapterHooks | None = None  # the method's part in training, once the model is built
@@ -250,6 +256,8 @@ class PeftModule(L.LightningModule):
         # from_pretrained returns eval mode; Lightning keeps whatever mode it finds, and dropout
         # (base and adapter) belongs to training.
         self.model.train()
+        if self.trim_host_memory:
+            trim_after_each_layer(self.model)
         # Last: building the method's hooks above may read whole weights.
         shard_if_asked(self.model, self._strategy)
         self.stage_metrics = StageMetrics(self._new_metrics, self.metric_stages)
@@ -323,6 +331,7 @@ class PeftModule(L.LightningModule):
         total = self._total_training_steps()
         assert total is not None
         self.method_hooks.on_fit_start(total)
+        warn_if_trim_has_no_effect(self.trim_host_memory, self.model, self.device)
 
     def on_train_start(self) -> None:
         starts_next_epoch = resume_train_loader_position(self.trainer)
