@@ -15,10 +15,12 @@ count reset once the model is built; CUDA: ``torch.cuda.max_memory_allocated``),
 imports (CPU: RSS; CUDA: 0), the memory once built, and ``peak - baseline`` against ``floor_bytes``
 of the terms of ``floor_terms``. On the CPU, ``--allocator live`` (the default) makes glibc hand every
 freed tensor back at once, so that peak RSS counts live tensors as CUDA's peak allocation does;
-``--allocator default`` measures with glibc's own thresholds, its kept free blocks included. From the
-points' measured/floor ratios the script predicts Qwen2.5-7B and Llama-3.1-8B QLoRA at 2,048 tokens
-(bf16 activations, CUDA) beside torchtune's 7.4 GiB and LitGPT's 14.14 GB published peaks. A point
-that fails is listed with its error and makes the exit status 1.
+``--allocator default`` measures with glibc's own thresholds, its kept free blocks included, and
+``--allocator trim`` with those thresholds and ``model.trim_host_memory`` (what
+``configs/extras/low_memory.yaml`` trains with: ``malloc_trim`` after each layer's forward and
+backward). From the points' measured/floor ratios the script predicts Qwen2.5-7B and Llama-3.1-8B
+QLoRA at 2,048 tokens (bf16 activations, CUDA) beside torchtune's 7.4 GiB and LitGPT's 14.14 GB
+published peaks. A point that fails is listed with its error and makes the exit status 1.
 """
 
 from __future__ import annotations
@@ -233,10 +235,11 @@ def quantised_decoder(shape: Shape, device: Any, dtype: Any) -> Any:
     return model
 
 
-def measure_point(shape: Shape, seq: int, device_name: str) -> dict[str, Any]:
+def measure_point(shape: Shape, seq: int, device_name: str, trim: bool) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from lit_lora.models.engine.host_memory import trim_after_each_layer
     from lit_lora.models.lm.chunked_loss import chunked_labelled_nll
 
     device = torch.device(device_name)
@@ -249,6 +252,8 @@ def measure_point(shape: Shape, seq: int, device_name: str) -> dict[str, Any]:
     lora = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0, target_modules=targets)
     model = get_peft_model(model, lora)
     model.train()
+    if trim:
+        trim_after_each_layer(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, shape.vocab, (1, seq), generator=generator).to(device)
@@ -289,11 +294,13 @@ def measure_point(shape: Shape, seq: int, device_name: str) -> dict[str, Any]:
 # glibc keeps freed blocks under its (growing) mmap threshold for reuse, so RSS keeps the step's
 # garbage: with a fixed 64 KiB threshold every tensor is its own mapping, returned when freed, and peak
 # RSS counts live tensors, as CUDA's max_memory_allocated does (it leaves the caching allocator out).
-ALLOCATORS = {"live": {"MALLOC_MMAP_THRESHOLD_": "65536"}, "default": {}}
+# "trim" keeps glibc's thresholds and returns what each layer frees, as model.trim_host_memory does.
+ALLOCATORS = {"live": {"MALLOC_MMAP_THRESHOLD_": "65536"}, "default": {}, "trim": {}}
 
 
 def run_point(name: str, shape: Shape, seq: int, device: str, allocator: str) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--child", json.dumps(asdict(shape)), str(seq), device]
+    child = [json.dumps(asdict(shape)), str(seq), device, str(allocator == "trim")]
+    command = [sys.executable, __file__, "--child", *child]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", **ALLOCATORS[allocator]}
     load_before = os.getloadavg()[0]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -417,12 +424,13 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
         from lit_lora.runtime import quiet
 
         quiet.install()  # as lit_lora runs: bitsandbytes without hub kernels, known noise off stderr
         quiet.import_bitsandbytes_without_hub_kernels()
-        point = measure_point(Shape(**json.loads(sys.argv[2])), int(sys.argv[3]), sys.argv[4])
+        shape, seq, device, trim = json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+        point = measure_point(Shape(**shape), seq, device, trim == "True")
         print(json.dumps(point))
         return
     parser = argparse.ArgumentParser(
@@ -435,7 +443,8 @@ def main() -> None:
     parser.add_argument(
         "--allocator", choices=list(ALLOCATORS), default="live",
         help="CPU: live (freed tensors go back to the OS at once: peak RSS counts live tensors) or "
-        "default (glibc's own thresholds: peak RSS also counts the freed blocks it keeps)",
+        "default (glibc's own thresholds: peak RSS also counts the freed blocks it keeps) or trim "
+        "(glibc's thresholds, freed memory returned after each layer, as model.trim_host_memory does)",
     )  # fmt: skip
     parser.add_argument(
         "--with", dest="earlier", action="append", type=Path, default=[], metavar="JSON",
