@@ -166,12 +166,14 @@ def current_rss() -> int:
 
 def release_free_memory() -> None:
     """Hand the allocator's free pages back to the OS (glibc), so that RSS counts what is live."""
-    import ctypes
     import gc
 
+    from lit_lora.models.engine.host_memory import malloc_trim
+
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim = malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def reset_peak_rss() -> None:
