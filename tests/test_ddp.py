@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lit_lora import AdaLoraSpec
+from lit_lora.models.lm.varlen_attention import VARLEN_SDPA
 from tests.helpers import REPO, classifier, sst2, trainer
 from tests.helpers.launch import free_port, rank_env
 
@@ -150,3 +151,35 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_bert,
             72,
             16,
         )
+
+
+@pytest.mark.slow  # two two-process fits
+def test_ddp_packed_low_memory_fit_trains_as_padded(tiny_llama, tmp_path):
+    """Padding-free batches under DDP, with low_memory.yaml's checkpointing, chunked loss and host-memory
+    trimming: each sequence attends alone on both ranks, and the epoch's loss is the padded run's."""
+    shared = REPO.parent / "shared" / "data" / "gsm8k"
+    if not shared.is_dir():
+        pytest.skip(f"{shared} is absent")
+    common = [
+        "fit", "--config", "configs/gsm8k_smollm2.yaml", "--config", "configs/extras/low_memory.yaml",
+        *DDP, *PROBE, "--model.model_name_or_path", str(tiny_llama), "--data.tokenizer_name", str(tiny_llama),
+        "--data.data_dir", str(shared), "--data.max_train_samples", "16", "--data.batch_size", "4",
+        "--model.adapter.dropout", "0", "--model.generate_in_eval", "false",
+        "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
+    ]  # fmt: skip
+    losses, attention = {}, {}
+    for name, packing in (("packed", "true"), ("padded", "false")):
+        run = run_two_ranks(
+            *common, f"--data.packing={packing}", "--trainer.default_root_dir", str(tmp_path / name),
+            dump=tmp_path / name / "ranks",
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "trim_host_memory=true has no effect" not in run.stderr
+        dumps = rank_dumps(tmp_path / name / "ranks")
+        assert_ranks_hold_the_same_weights(dumps)
+        attention[name] = {d["attention"] for d in dumps}
+        record = json.loads((tmp_path / name / "lightning_logs" / "version_0" / "results.json").read_text())
+        assert record["num_devices"] == 2 and record["train_samples"] == 16
+        losses[name] = record["metrics"]["train/loss"]
+    assert attention == {"packed": {VARLEN_SDPA}, "padded": {"sdpa"}}
+    assert losses["packed"] == pytest.approx(losses["padded"], rel=1e-5)

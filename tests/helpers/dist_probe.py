@@ -1,7 +1,8 @@
 """Callbacks that multi-process tests add from the command line (``--trainer.callbacks+=...``).
 
-At the end of fit every rank saves what it trained (trainable tensors and, for AdaLoRA, the final rank
-pattern) to ``$LIT_LORA_RANK_DUMP/rank<N>.pt``, so a test can compare the ranks with each other.
+At the end of fit every rank saves what it trained (trainable tensors, for AdaLoRA the final rank
+pattern, and the attention implementation the base ran) to ``$LIT_LORA_RANK_DUMP/rank<N>.pt``, so a
+test can compare the ranks with each other.
 ``KillAtStep`` kills every rank mid-run, for the resume test; ``ShardProbe`` records what each rank holds.
 """
 
@@ -24,7 +25,9 @@ class RankDump(L.Callback):
         trained = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
         pattern = getattr(model.peft_config["default"], "rank_pattern", None)
         ranks = {k: [bool(b) for b in v] for k, v in (pattern or {}).items()}
-        torch.save({"trained": trained, "rank_pattern": ranks}, directory / f"rank{trainer.global_rank}.pt")
+        attention = getattr(model.get_base_model().config, "_attn_implementation", None)
+        record = {"trained": trained, "rank_pattern": ranks, "attention": attention}
+        torch.save(record, directory / f"rank{trainer.global_rank}.pt")
 
 
 class KillAtStep(L.Callback):
