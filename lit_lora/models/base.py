@@ -237,11 +237,10 @@ class PeftModule(L.LightningModule):
             heads = heads + self._add_task_modules(base)
             if self.quantization.enabled:
                 keep_4bit_weights_trainable_layout(base)
-                base = prepare_model_for_kbit_training(
-                    base,
-                    use_gradient_checkpointing=self.gradient_checkpointing,
-                    gradient_checkpointing_kwargs={"use_reentrant": False},
-                )
+                # Positional: the checkpointing kwargs' keyword is gradient_checkpointing_kwargs before
+                # PEFT 0.22 and activation_checkpointing_kwargs after (the old one warns).
+                non_reentrant = {"use_reentrant": False}
+                base = prepare_model_for_kbit_training(base, self.gradient_checkpointing, non_reentrant)
             elif self.gradient_checkpointing:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.model = wrap_with_adapter(
