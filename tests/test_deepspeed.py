@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -134,8 +135,12 @@ def _run_dir(root: Path) -> Path:
     return run.parent
 
 
+def _record(root: Path) -> dict[str, Any]:
+    return json.loads((_run_dir(root) / "results.json").read_text())
+
+
 def _metrics(root: Path) -> dict[str, float]:
-    return json.loads((_run_dir(root) / "results.json").read_text())["metrics"]
+    return _record(root)["metrics"]
 
 
 def _train_losses(root: Path) -> list[float]:
@@ -211,6 +216,15 @@ def test_zero2_and_zero3_with_and_without_offload_give_the_same_losses(runs):
     assert len(reference) == STEPS
     for name in ("z2_offload", "z3", "z3_offload"):
         assert _train_losses(runs[name]) == pytest.approx(reference, abs=1e-6), name
+
+
+@pytest.mark.slow  # the `runs` fixture
+def test_zero3_records_the_whole_models_weight_footprint(runs):
+    """ZeRO-3 leaves each rank an empty tensor per partitioned parameter; results.json still records the
+    weights of the model, as ZeRO-2 (whole on every rank) does."""
+    names = ("z2", "z2_offload", "z3", "z3_offload", "acc_z3")
+    footprints = {name: _record(runs[name])["weight_memory_mb"] for name in names}
+    assert len(set(footprints.values())) == 1 and footprints["z2"] > 1, footprints
 
 
 @pytest.mark.slow  # the `runs` fixture: eleven two-process runs

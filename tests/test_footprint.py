@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import bitsandbytes as bnb
+import torch
 
 from lit_lora.core.quantization import Quantization
 from lit_lora.models.engine.footprint import weight_footprint_bytes
@@ -61,3 +62,15 @@ def test_int8_sits_between_fp32_and_nf4(tiny_bert):
         return weight_footprint_bytes(module.peft_model)
 
     assert footprint(mode="nf4", double_quant=False) < footprint(mode="int8") < footprint()
+
+
+def test_zero3_partitioned_parameters_count_whole_and_once(tiny_bert):
+    """ZeRO-3 empties each partitioned parameter on every rank (one shared empty storage) and records its
+    size as ds_numel: the footprint is still the whole model's, each parameter counted once."""
+    module = classifier(tiny_bert, num_labels=2)
+    whole = weight_footprint_bytes(module.peft_model)
+    empty = torch.empty(0)
+    for ds_id, param in enumerate(module.peft_model.parameters()):
+        param.ds_id, param.ds_numel = ds_id, param.numel()
+        param.data = empty
+    assert weight_footprint_bytes(module.peft_model) == whole

@@ -8,7 +8,10 @@ import torch
 
 
 def _tensor_bytes(tensor: Any) -> int:
-    return tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
+    if not isinstance(tensor, torch.Tensor):
+        return 0
+    # ZeRO-3 leaves a partitioned parameter empty on every rank; ds_numel is its whole size.
+    return getattr(tensor, "ds_numel", tensor.numel()) * tensor.element_size()
 
 
 def _quantisation_constants_bytes(param: torch.Tensor) -> int:
@@ -26,11 +29,14 @@ def _quantisation_constants_bytes(param: torch.Tensor) -> int:
 
 def weight_footprint_bytes(model: torch.nn.Module) -> int:
     """Parameters and buffers as stored (a 4-bit weight is its packed bytes), adapters included, plus
-    bitsandbytes' quantisation constants; a tensor shared by several modules counts once."""
-    seen: set[tuple[int, int]] = set()
+    bitsandbytes' quantisation constants; a tensor shared by several modules counts once. Under ZeRO-3
+    the whole model's, as one process holds it, not one rank's partition."""
+    seen: set[tuple[Any, ...]] = set()
     total = 0
     for tensor in (*model.parameters(), *model.buffers()):
-        key = (tensor.data_ptr(), tensor.numel())
+        # Partitioned parameters all share an empty storage: DeepSpeed's id tells them apart.
+        ds_id = getattr(tensor, "ds_id", None)
+        key = ("zero3", ds_id) if ds_id is not None else (tensor.data_ptr(), tensor.numel())
         if key in seen:
             continue
         seen.add(key)
