@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from lit_lora.__main__ import main as lit_lora_main
 from lit_lora.callbacks import meter
@@ -311,6 +313,26 @@ def test_runs_on_different_devices_are_never_one_group(tmp_path: Path) -> None:
     assert set(summary) == {"sst2_lora [cpu]", "sst2_lora [NVIDIA H200]"}
     assert "| cpu | 3000 | 900.0 ? |" in table and "| NVIDIA H200 | 500 | 60.0 ? |" in table
     assert [summary[c]["memory_kind"] for c in sorted(summary)] == ["cuda_max_allocated", "cpu_peak_rss"]
+
+
+def test_runs_on_other_cpus_or_core_counts_are_never_one_group(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for seed, name in ((1, "AMD EPYC, 2 cores"), (2, "AMD EPYC, 16 cores"), (3, "AMD EPYC, 2 cores")):
+        write_result(root / f"s{seed}", seed=seed, device_name=name, train_time_s=100.0 * seed)
+    _, summary, _ = report_of(root, tmp_path / "report")
+    assert set(summary) == {"sst2_lora [AMD EPYC, 2 cores]", "sst2_lora [AMD EPYC, 16 cores]"}
+    assert summary["sst2_lora [AMD EPYC, 2 cores]"]["n"] == "2"
+
+
+def test_a_cpu_is_named_by_its_model_and_the_cores_the_process_may_use() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cores = len(os.sched_getaffinity(0))
+    assert meter.device_name(torch.device("cpu")) == f"{models[0]}, {cores} cores"
+    assert meter.device_name(torch.device("mps")) == "mps"
 
 
 def measured_load(mean: float | None, cpu_s: float, wall_s: float = 100.0, cores: int = 2) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,3 +97,23 @@ def _load_average() -> float | None:
 def _usable_cores() -> int:
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def device_name(device: torch.device) -> str:
+    """What measured the time and memory: the GPU's name, or the CPU's model and the cores this process
+    may use, since timings on another CPU, or on more of its cores, are not the same device's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"{_cpu_model()}, {_usable_cores()} cores"
+    return device.type
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or "cpu"

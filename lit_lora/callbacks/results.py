@@ -12,7 +12,13 @@ from typing import Any
 import lightning as L
 import torch
 
-from lit_lora.callbacks.meter import MachineLoad, memory_details, peak_memory, reset_peak_memory
+from lit_lora.callbacks.meter import (
+    MachineLoad,
+    device_name,
+    memory_details,
+    peak_memory,
+    reset_peak_memory,
+)
 from lit_lora.core.io import atomic_write_json
 from lit_lora.data.sampler import is_padding_batch
 from lit_lora.runtime.ranks import gather_per_rank, own_entry
@@ -215,7 +221,7 @@ class ResultsRecorder(L.Callback):
             "wall_time_s": round(wall, 2),
             **(self._load.record() if stage in ("fit", "test") else {}),
             "device": device.type,
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+            "device_name": device_name(device),
             "num_devices": trainer.world_size,  # all processes, over every node
             "num_nodes": trainer.num_nodes,
             "precision": str(trainer.precision),
