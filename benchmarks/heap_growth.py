@@ -24,18 +24,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lit_lora and benchmarks
 
-from benchmarks.memory_scaling import SHAPES  # noqa: E402
+from benchmarks.memory_scaling import SHAPES, current_rss  # noqa: E402
 from lit_lora.models.engine.host_memory import trim_after_each_layer  # noqa: E402
 from lit_lora.models.lm.packing import packed_inputs  # noqa: E402
 from lit_lora.models.lm.varlen_attention import VARLEN_SDPA  # noqa: E402
 
 SHAPE = SHAPES["smollm2-135m"]
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def rss_mb() -> float:
-    status = Path("/proc/self/status").read_text().splitlines()
-    return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024
 
 
 def main() -> None:
@@ -60,7 +55,7 @@ def main() -> None:
         trim_after_each_layer(model)
     after_layer: list[float] = []
     for layer in base.model.layers:
-        layer.register_forward_hook(lambda *_: after_layer.append(rss_mb()))
+        layer.register_forward_hook(lambda *_: after_layer.append(current_rss() / 2**20))
     generator = torch.Generator().manual_seed(1)
     lengths = torch.randint(150, 400, (8,), generator=generator).tolist()
     batch = {
@@ -68,7 +63,7 @@ def main() -> None:
         "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
     }
     inputs = packed_inputs(batch)
-    before = rss_mb()
+    before = current_rss() / 2**20
     with torch.set_grad_enabled(not args.no_grad):
         base.model(**inputs)
     per_layer = (after_layer[-1] - after_layer[0]) / (len(after_layer) - 1)

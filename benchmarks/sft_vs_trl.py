@@ -86,7 +86,8 @@ TARGETS = {
     ],
 }  # fmt: skip
 # lit_lora in its least memory: low_memory.yaml (non-reentrant checkpointing, chunked loss, activation
-# offloading on CUDA) and padding-free batches, as TRL's low-memory contender has.
+# offloading on CUDA, host memory trimmed per layer on the CPU) and padding-free batches, as TRL's
+# low-memory contender has.
 LOW_MEMORY = ["--config", "configs/extras/low_memory.yaml", "--data.packing=true"]
 LIT_LORA_ARGS = {  # each lit_lora contender: the chat SFT config plus these
     "lit_lora": [],
