@@ -12,12 +12,16 @@ _CLASS = re.compile(r"<class '([\w.]+)'>")
 _UNRECOGNISED = re.compile(r"unrecognized arguments: (.*)")
 _CLASS_PATH = re.compile(r"^(\s*)(?:- )?Problem with given class_path '([^']+)':")
 _NOT_IMPORTED = re.compile(r"has no attribute|No module named")
+_SUBTYPES = re.compile(r"^\s*Subtypes: \[(.*)\]$")
+_GIVEN = re.compile(r"^(\s*)Given value: (.*)$")
+_SUBTYPE = re.compile(r"typing\.Literal\[([^\]]*)\]|<class '([\w.]+)'>")
 
 
 def condense(message: str) -> str:
     """The first concrete problem in ``message``, prefixed with its dotted key path."""
     stack: list[tuple[int, str]] = []
     class_path: tuple[int, str] | None = None  # a class_path whose reason is on the next line
+    subtypes = ""  # of the union being reported: its value comes a few lines on
     for line in message.splitlines():
         if class_path is not None and _NOT_IMPORTED.search(line):
             path = _path(stack, class_path[0])
@@ -38,6 +42,13 @@ def condense(message: str) -> str:
             return f"{path}: got {match.group(3)!r}, expected {_allowed(match.group(2))}"
         if (match := _UNRECOGNISED.search(line)) is not None:
             return f"unknown argument {match.group(1)} (see --help)"
+        if match := _SUBTYPES.match(line):
+            subtypes = match.group(1)
+        # A union field (int | None, bool | Literal['auto']): its key, the value, what each member takes.
+        # Not a whole section (model, data): its value is the nested arguments, and their error comes first.
+        if (match := _GIVEN.match(line)) and subtypes and not match.group(2).startswith("NestedArg("):
+            path = _path(stack, len(match.group(1)))
+            return f"{path}: got {match.group(2)!r}, expected {_union_allowed(subtypes)}"
     first = next((line.strip() for line in message.splitlines() if line.strip()), message)
     return first.removeprefix("error: ")
 
@@ -53,3 +64,18 @@ def _allowed(expected: str) -> str:
     if cls := _CLASS.search(expected):
         return f"a value of type {cls.group(1)}"
     return expected
+
+
+def _union_allowed(subtypes: str) -> str:
+    """ "[<class 'bool'>, typing.Literal['auto']]" as "true, false or 'auto'"."""
+    types: list[str] = []
+    values: list[str] = []
+    for literal, cls in _SUBTYPE.findall(subtypes):
+        if literal:
+            values += [value.strip() for value in literal.split(",")]
+        elif cls in ("bool", "NoneType"):
+            values += ["true", "false"] if cls == "bool" else ["null"]
+        else:
+            types.append(cls)
+    allowed = ([f"a value of type {' or '.join(types)}"] if types else []) + values
+    return allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
