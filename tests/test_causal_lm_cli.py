@@ -48,6 +48,7 @@ def test_gsm8k_fit_test_and_predict_write_their_records(tiny_llama, tmp_path, mo
     val = fitted["metrics"]["val/exact_match"], fitted["metrics"]["val/exact_match_flexible"]
     assert sum(val) == pytest.approx(1.0)
     assert fitted["config_name"] == "gsm8k_gpt2" and fitted["target_modules"][0] == "down_proj"
+    assert fitted["train_batches"] == "packed"  # data.packing auto, and the tiny llama runs sdpa
 
     adapter = ["--model.adapter_path", str(run / "adapter")]
     build_cli(["test", *common, *adapter, "--trainer.default_root_dir", str(tmp_path / "test")])

@@ -155,8 +155,9 @@ def test_ddp_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_bert,
 
 @pytest.mark.slow  # two two-process fits
 def test_ddp_packed_low_memory_fit_trains_as_padded(tiny_llama, tmp_path):
-    """Padding-free batches under DDP, with low_memory.yaml's checkpointing, chunked loss and host-memory
-    trimming: each sequence attends alone on both ranks, and the epoch's loss is the padded run's."""
+    """Padding-free batches (data.packing auto) under DDP, with low_memory.yaml's checkpointing, chunked
+    loss and host-memory trimming: each sequence attends alone on both ranks, and the epoch's loss is the
+    padded run's."""
     shared = REPO.parent / "shared" / "data" / "gsm8k"
     if not shared.is_dir():
         pytest.skip(f"{shared} is absent")
@@ -168,7 +169,7 @@ def test_ddp_packed_low_memory_fit_trains_as_padded(tiny_llama, tmp_path):
         "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
     ]  # fmt: skip
     losses, attention = {}, {}
-    for name, packing in (("packed", "true"), ("padded", "false")):
+    for name, packing in (("packed", "auto"), ("padded", "false")):  # auto, the default, packs a llama
         run = run_two_ranks(
             *common, f"--data.packing={packing}", "--trainer.default_root_dir", str(tmp_path / name),
             dump=tmp_path / name / "ranks",
@@ -180,6 +181,7 @@ def test_ddp_packed_low_memory_fit_trains_as_padded(tiny_llama, tmp_path):
         attention[name] = {d["attention"] for d in dumps}
         record = json.loads((tmp_path / name / "lightning_logs" / "version_0" / "results.json").read_text())
         assert record["num_devices"] == 2 and record["train_samples"] == 16
+        assert record["train_batches"] == name
         losses[name] = record["metrics"]["train/loss"]
     assert attention == {"packed": {VARLEN_SDPA}, "padded": {"sdpa"}}
     assert losses["packed"] == pytest.approx(losses["padded"], rel=1e-5)

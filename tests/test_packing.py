@@ -25,7 +25,13 @@ from lit_lora.errors import LitLoraError
 from lit_lora.methods import LoraSpec
 from lit_lora.metrics.language_model import IGNORE, token_nll
 from lit_lora.models import CausalLM
-from lit_lora.models.lm.packing import PACKED_MODEL_TYPES, check_packing_support, packed_inputs
+from lit_lora.models.lm.packing import (
+    PACKED_MODEL_TYPES,
+    check_packing_support,
+    is_packed,
+    packed_inputs,
+    packs_each_sequence_alone,
+)
 from lit_lora.models.lm.varlen_attention import VARLEN_SDPA, sequence_bounds
 from tests.helpers import trainer
 
@@ -305,17 +311,80 @@ def test_models_that_could_attend_across_sequences_are_refused_in_one_line(model
         check_packing_support(config)
 
 
-def test_a_refused_model_stops_the_fit_before_any_step(tiny_llama, gsm8k_rows, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_opt(tiny_llama, tmp_path_factory) -> Path:
+    """A decoder whose attention packing cannot trust (OPT), with the tiny llama's tokenizer."""
+    path = tmp_path_factory.mktemp("tiny_opt")
     torch.manual_seed(0)
     config = AutoConfig.for_model("opt", **{**TINY, "vocab_size": 1100, "max_position_embeddings": 1024})
-    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "opt")
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
     for tokenizer_file in tiny_llama.glob("tokenizer*"):
-        (tmp_path / "opt" / tokenizer_file.name).write_bytes(tokenizer_file.read_bytes())
-    model = CausalLM(str(tmp_path / "opt"), adapter=LoraSpec(r=4, alpha=8, dropout=0.0))
+        (path / tokenizer_file.name).write_bytes(tokenizer_file.read_bytes())
+    return path
+
+
+def test_a_refused_model_stops_the_fit_before_any_step(tiny_opt, gsm8k_rows, tmp_path):
+    model = CausalLM(str(tiny_opt), adapter=LoraSpec(r=4, alpha=8, dropout=0.0))
     fit = trainer(tmp_path / "run", max_steps=1)
     with pytest.raises(LitLoraError, match="model type 'opt'"):
-        fit.fit(model, gsm8k(tmp_path / "opt", gsm8k_rows, batch_size=2, packing=True))
+        fit.fit(model, gsm8k(tiny_opt, gsm8k_rows, batch_size=2, packing=True))
     assert fit.global_step == 0
+
+
+# ---- data.packing auto (the default) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_type", "attention", "alone"),
+    [
+        ("llama", "sdpa", True),
+        ("qwen2", "sdpa", True),
+        ("gpt2", "sdpa", True),
+        ("llama", VARLEN_SDPA, True),
+        ("llama", "eager", False),  # would score every pair of tokens in the row
+        ("llama", "flash_attention_2", False),  # not allowed until tested
+        ("opt", "sdpa", False),  # builds its own mask: sequences would see each other
+    ],
+)
+def test_auto_packs_only_models_that_run_each_sequence_alone(model_type, attention, alone):
+    config = AutoConfig.for_model(model_type)
+    config._attn_implementation = attention
+    assert packs_each_sequence_alone(config) is alone
+    if alone:
+        check_packing_support(config)  # what auto packs, packing true allows
+
+
+@pytest.mark.parametrize("packing", ["auto", True, False])
+@pytest.mark.parametrize("model_packs_alone", [True, False])
+def test_the_packing_setting_and_the_model_decide_the_training_batches(
+    tiny_llama, gsm8k_rows, packing, model_packs_alone
+):
+    data = gsm8k(tiny_llama, gsm8k_rows, batch_size=3, packing=packing)
+    expected = model_packs_alone if packing == "auto" else packing
+    assert data.resolve_packing(model_packs_alone) is expected
+    assert is_packed(first_train_batch(data)) is expected
+
+
+def test_an_unsettled_auto_and_wikitext_stay_padded(tiny_llama, gsm8k_rows):
+    assert not is_packed(first_train_batch(gsm8k(tiny_llama, gsm8k_rows, batch_size=3)))  # no model yet
+    wikitext = WikiTextDataModule(tokenizer_name=str(tiny_llama))
+    assert wikitext.packing == "auto" and wikitext.resolve_packing(True) is False
+
+
+@pytest.mark.parametrize(("decoder", "packed"), [("tiny_llama", True), ("tiny_opt", False)])
+def test_a_default_fit_packs_an_sdpa_llama_and_pads_a_model_packing_would_leak_in(
+    decoder, packed, gsm8k_rows, request, tmp_path
+):
+    path = request.getfixturevalue(decoder)
+    data = gsm8k(path, gsm8k_rows, batch_size=2)
+    model = CausalLM(str(path), adapter=LoraSpec(r=4, alpha=8, dropout=0.0))
+    seen: list[bool] = []
+    model.on_train_batch_start = lambda batch, batch_idx: seen.append(is_packed(batch))
+    fit = trainer(tmp_path / "run", max_steps=2)
+    fit.fit(model, data)
+    assert data.packing == "auto" and data.packed is packed and seen == [packed, packed]
+    attention = model.peft_model.get_base_model().config._attn_implementation
+    assert (attention == VARLEN_SDPA) is packed
 
 
 # ---- a whole fit --------------------------------------------------------------------------------

@@ -238,6 +238,9 @@ class ResultsRecorder(L.Callback):
                 global_steps=trainer.global_step,
                 epochs=trainer.current_epoch,
             )
+            packed = getattr(trainer.datamodule, "packed", None)  # decoder data: data.packing auto settled
+            if packed is not None:
+                record["train_batches"] = "packed" if packed else "padded"
         elif stage == "test":
             record.update(
                 test_samples=eval_samples,

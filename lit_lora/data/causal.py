@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import torch
@@ -16,6 +16,7 @@ from lit_lora.errors import LitLoraError
 
 IGNORE = -100
 PROMPT_FIELDS = ("prompt", "question", "text")  # looked up in this order in a .jsonl prompts file
+Packing = bool | Literal["auto"]
 
 
 class CausalCollator:
@@ -79,22 +80,28 @@ class CausalTextDataModule(TextDataModule):
     """
 
     def __init__(
-        self, *args: Any, predict_file: str | None = None, packing: bool = False, **kwargs: Any
+        self, *args: Any, predict_file: str | None = None, packing: Packing = "auto", **kwargs: Any
     ) -> None:
         """
         Args:
             predict_file: Prompts for `predict`: a .txt file (one per line) or a .jsonl file (field prompt,
                 question or text), formatted as the task formats its prompts; None predicts on test_split.
-            packing: Train on packed batches: each training batch becomes one row of its sequences back to
-                back, positions restarting at 0 for each, no padding. Same rows, loss and gradients per
-                step as padded batches; evaluation stays padded. No padding is computed, but attention
-                runs over the whole row under a block-diagonal mask, its cost growing with the square of
-                the row (benchmarks/packing.py measures the trade). Refused at fit start for models whose
-                attention could cross sequences (lit_lora/models/lm/packing.py lists those allowed).
+            packing: Padding-free training batches: each batch becomes one row of its sequences back to
+                back, positions restarting at 0 for each; same rows, loss and gradients per step as padded
+                batches, evaluation stays padded. auto: packed where each sequence attends alone (sdpa
+                models of the families lit_lora/models/lm/packing.py allows), padded elsewhere; true:
+                packed, refused at fit start where attention could cross sequences (eager attention runs
+                over the whole row under a block-diagonal mask); false: padded. results.json says which.
         """
         super().__init__(*args, **kwargs)
         self.predict_file = predict_file
         self.packing = packing
+        self.packed = packing is True  # what training batches are; the model settles auto at fit start
+
+    def resolve_packing(self, model_packs_alone: bool) -> bool:
+        """Settle ``auto`` once the model is known: packed if it runs each packed sequence alone."""
+        self.packed = model_packs_alone if self.packing == "auto" else bool(self.packing)
+        return self.packed
 
     def _format_prompt(self, text: str) -> str:
         """The text a model is given for a raw prompt or question (GSM8K adds 'Question: ... Answer:')."""
@@ -126,7 +133,7 @@ class CausalTextDataModule(TextDataModule):
         return CausalCollator(pad)
 
     def _train_collate(self) -> Any:
-        if not self.packing:
+        if not self.packed:
             return super()._train_collate()
         # transformers' own packing collator: positions restart at 0 per sequence, and each sequence's
         # first label is -100, so no sequence's last token is trained to predict the next one's first.

@@ -18,7 +18,7 @@ from lit_lora.data._chat_sources import (
     load_source,
 )
 from lit_lora.data._mixing import capped_order, draw, quotas, source_rng, validation_count
-from lit_lora.data.causal import CausalTextDataModule
+from lit_lora.data.causal import CausalTextDataModule, Packing
 from lit_lora.errors import LitLoraError
 
 
@@ -49,7 +49,7 @@ class ChatSFTDataModule(CausalTextDataModule):
         num_workers: NonNegativeInt = 0,
         seed: Seed = 42,
         predict_file: str | None = None,
-        packing: bool = False,
+        packing: Packing = "auto",
         trust_remote_code: bool = False,
     ) -> None:
         """
@@ -73,11 +73,12 @@ class ChatSFTDataModule(CausalTextDataModule):
             seed: Seed of sampling, splits and mixing (linked to seed_everything), and of the training order.
             predict_file: Prompts for `predict` (.txt, one per line, or .jsonl with a prompt, question or text
                 field), each sent as a user turn; None predicts on the validation rows.
-            packing: Train on packed batches: each training batch becomes one row of its conversations back
-                to back, positions restarting at 0 for each, no padding. Same rows, loss and gradients per
-                step as padded batches; evaluation stays padded. Attention runs over the whole row under a
-                block-diagonal mask (cost: see benchmarks/packing.py). Refused at fit start for models
-                whose attention could cross sequences (lit_lora/models/lm/packing.py lists those allowed).
+            packing: Padding-free training batches: each batch becomes one row of its conversations back
+                to back, positions restarting at 0 for each; same rows, loss and gradients per step as
+                padded batches, evaluation stays padded. auto: packed where each conversation attends
+                alone (sdpa models of the families lit_lora/models/lm/packing.py allows), padded
+                elsewhere; true: packed, refused at fit start where attention could cross conversations
+                (eager attention runs over the whole row under a block-diagonal mask); false: padded.
             trust_remote_code: Run tokenizer code shipped with a hub repository; linked to
                 model.trust_remote_code by the CLI.
         """

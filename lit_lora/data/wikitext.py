@@ -18,8 +18,8 @@ class WikiTextDataModule(CausalTextDataModule):
     Every split is joined line by line into one text, tokenised once and cut into consecutive blocks
     of ``max_length`` tokens (the block size; the last, shorter block is kept, so every token of the
     split is scored). Labels are the inputs: the model shifts them, so a block of n tokens predicts
-    n - 1. ``max_train_samples`` / ``max_eval_samples`` count lines. ``packing`` is refused: blocks
-    carry no padding to remove, and packing them would only make attention span batch_size blocks.
+    n - 1. ``max_train_samples`` / ``max_eval_samples`` count lines. Batches stay padded (``packing``
+    auto), and ``packing`` true is refused: blocks carry no padding to remove.
     """
 
     hub_path = "wikitext"
@@ -41,11 +41,15 @@ class WikiTextDataModule(CausalTextDataModule):
         """
         super().__init__(*args, max_length=max_length, **kwargs)
         self.train_on = train_on
-        if self.packing:
+        if self.packing is True:
             raise LitLoraError(
                 "data.packing=true: WikiText rows are max_length-token blocks with no padding to remove "
                 "(packing them only makes attention span batch_size blocks); set data.packing=false"
             )
+
+    def resolve_packing(self, model_packs_alone: bool) -> bool:
+        self.packed = False  # nothing to gain: every block but the last is max_length tokens
+        return False
 
     def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
         return super()._load_raw(self.train_on if split == "train" else split)

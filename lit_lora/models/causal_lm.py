@@ -31,7 +31,12 @@ from lit_lora.models.lm.choice_scores import choice_scores, choice_token_log_pro
 from lit_lora.models.lm.chunked_loss import chunked_labelled_nll, takes_chunked_loss
 from lit_lora.models.lm.greedy import greedy_generate, is_plain_greedy
 from lit_lora.models.lm.labelled_logits import labelled_nll, labelled_positions, takes_position_mask
-from lit_lora.models.lm.packing import check_packing_support, is_packed, packed_inputs
+from lit_lora.models.lm.packing import (
+    check_packing_support,
+    is_packed,
+    packed_inputs,
+    packs_each_sequence_alone,
+)
 from lit_lora.models.lm.token_window import WindowTokens, loss_tokens_per_row
 from lit_lora.models.lm.varlen_attention import use_varlen_attention
 
@@ -146,11 +151,21 @@ class CausalLM(PeftModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        if getattr(self.trainer.datamodule, "packing", False):  # refuse before any step, not at the first
-            base = self.peft_model.get_base_model()
+        self._settle_packing()
+        warn_if_no_effect(self.activation_offloading, self.device)
+
+    def _settle_packing(self) -> None:
+        """Decide data.packing auto, and refuse packing a model cannot take, before the first batch.
+
+        Lightning builds the training loader after ``on_fit_start``, so the decision reaches its collator.
+        """
+        resolve = getattr(self.trainer.datamodule, "resolve_packing", None)
+        if resolve is None:
+            return
+        base = self.peft_model.get_base_model()
+        if resolve(packs_each_sequence_alone(base.config)):
             check_packing_support(base.config)
             use_varlen_attention(base)  # each sequence attends alone, not under a [tokens x tokens] mask
-        warn_if_no_effect(self.activation_offloading, self.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if is_packed(batch):

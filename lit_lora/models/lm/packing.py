@@ -43,6 +43,15 @@ def packed_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor | bool]:
     }
 
 
+def packs_each_sequence_alone(config: PretrainedConfig) -> bool:
+    """Whether packed sequences run one at a time (``VARLEN_SDPA``), not under a row-wide mask.
+
+    What ``data.packing: auto`` packs for: eager attention would score every pair of tokens in the row.
+    """
+    attention = config._attn_implementation
+    return config.model_type in PACKED_MODEL_TYPES and attention in ("sdpa", VARLEN_SDPA)
+
+
 def check_packing_support(config: PretrainedConfig) -> None:
     """Refuse packing, in one line, for a model whose attention might cross sequence boundaries."""
     model_type, attention = config.model_type, config._attn_implementation
