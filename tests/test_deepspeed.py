@@ -148,6 +148,15 @@ def _train_losses(root: Path) -> list[float]:
     return [float(row["train/loss"]) for row in rows if row.get("train/loss")]
 
 
+def _decoder_fit(model: Path, data: Path, root: Path, *extra: str) -> list[str]:
+    """SST-2 as a decoder's chat reply, trained: 96 rows in batches of 8 on two ranks, 6 steps."""
+    fit = [
+        "--data.batch_size", "8", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
+        "--model.learning_rate", "0.01", "--model.adapter.dropout", "0",
+    ]  # fmt: skip
+    return ["fit", "--config", str(CONFIGS / "sst2_smollm2.yaml"), *extra, *_common(model, data, root, *fit)]
+
+
 def _labels_as_generation(model: Path, data: Path, root: Path, *extra: str) -> list[str]:
     """SST-2 as a decoder's chat reply, validated with generation. 32 dev rows in batches of 5 on two
     ranks: one rank's last batch is padding, which must run the real batch's forwards under ZeRO-3."""
@@ -168,7 +177,7 @@ def runs(
     tmp = tmp_path_factory.mktemp("deepspeed")
     names = (
         "z2", "z2_offload", "z3", "z3_validated", "z3_offload", "z3_resumed", "ada_ddp", "z3_decoder",
-        "acc_z2", "acc_z3", "acc_ddp",
+        "acc_z2", "acc_z3", "acc_ddp", "z3_decoder_fit", "ddp_decoder_fit_padded",
     )  # fmt: skip
     roots = {name: tmp / name for name in names}
     zero2 = ["--config", str(EXTRAS / "deepspeed_zero2.yaml")]
@@ -204,18 +213,33 @@ def runs(
             _accumulating(tiny_bert, tiny_sst2, roots["acc_z2"], *zero2),
             _accumulating(tiny_bert, tiny_sst2, roots["acc_z3"], *zero3),
             _accumulating(tiny_bert, tiny_sst2, roots["acc_ddp"], "--trainer.strategy", "ddp"),
+            _decoder_fit(tiny_llama, tiny_sst2, roots["z3_decoder_fit"], *zero3),
+            _decoder_fit(
+                tiny_llama, tiny_sst2, roots["ddp_decoder_fit_padded"], "--trainer.strategy", "ddp",
+                "--data.packing", "false",
+            ),
         ],
         tmp / "ranks",
     )  # fmt: skip
     return roots
 
 
-@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
+@pytest.mark.slow  # the `runs` fixture: thirteen two-process runs
 def test_zero2_and_zero3_with_and_without_offload_give_the_same_losses(runs):
     reference = _train_losses(runs["z2"])
     assert len(reference) == STEPS
     for name in ("z2_offload", "z3", "z3_offload"):
         assert _train_losses(runs[name]) == pytest.approx(reference, abs=1e-6), name
+
+
+@pytest.mark.slow  # the `runs` fixture
+def test_a_decoder_fit_under_zero3_is_padding_free_by_default_and_trains_as_padded_ddp(runs):
+    """data.packing auto under ZeRO-3: packed rows of other lengths on each rank, one forward each."""
+    packed, padded = _record(runs["z3_decoder_fit"]), _record(runs["ddp_decoder_fit_padded"])
+    assert (packed["train_batches"], padded["train_batches"]) == ("packed", "padded")
+    losses = _train_losses(runs["z3_decoder_fit"])
+    assert len(losses) == 6 and len(set(losses)) > 1
+    assert losses == pytest.approx(_train_losses(runs["ddp_decoder_fit_padded"]), abs=1e-5)
 
 
 @pytest.mark.slow  # the `runs` fixture
@@ -227,7 +251,7 @@ def test_zero3_records_the_whole_models_weight_footprint(runs):
     assert len(set(footprints.values())) == 1 and footprints["z2"] > 1, footprints
 
 
-@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
+@pytest.mark.slow  # the `runs` fixture: thirteen two-process runs
 def test_accumulation_under_zero2_and_zero3_steps_and_trains_as_ddp(runs):
     # Lightning's rule everywhere: a window ends every 2 batches and at an epoch's last batch.
     ddp = json.loads((runs["acc_ddp"] / "steps.0.json").read_text())
@@ -248,7 +272,7 @@ def test_accumulation_under_zero2_and_zero3_steps_and_trains_as_ddp(runs):
             torch.testing.assert_close(tensor, expected[key], atol=1e-6, rtol=0, msg=f"{name} {key}")
 
 
-@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
+@pytest.mark.slow  # the `runs` fixture: thirteen two-process runs
 def test_zero3_export_is_complete_and_reloads_with_the_in_memory_logits(runs, tiny_bert):
     # Every LoRA tensor is partitioned (persistence threshold 0), so an ungathered save writes (0,) shapes.
     zero3, zero2 = (
@@ -273,7 +297,7 @@ def test_zero3_export_is_complete_and_reloads_with_the_in_memory_logits(runs, ti
     assert validated["val/acc"] == fitted["val/acc"]
 
 
-@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
+@pytest.mark.slow  # the `runs` fixture: thirteen two-process runs
 def test_zero3_checkpoints_hold_no_frozen_weights_and_resume_exactly(runs, tiny_bert):
     checkpoint = _run_dir(runs["z3"]) / "checkpoints" / "epoch=0-step=3.ckpt"
     shards = sorted(checkpoint.glob("checkpoint/*model_states.pt"))
@@ -288,7 +312,7 @@ def test_zero3_checkpoints_hold_no_frozen_weights_and_resume_exactly(runs, tiny_
     assert resumed == pytest.approx(_train_losses(runs["z3"])[STEPS // 2 :], abs=1e-6)
 
 
-@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
+@pytest.mark.slow  # the `runs` fixture: thirteen two-process runs
 def test_a_decoders_evaluation_with_generation_under_zero3_scores_what_one_device_does(
     runs, tiny_llama, tiny_sst2, tmp_path
 ):
@@ -302,7 +326,7 @@ def test_a_decoders_evaluation_with_generation_under_zero3_scores_what_one_devic
     assert got["val/loss"] == pytest.approx(expected["val/loss"], abs=1e-5)
 
 
-@pytest.mark.slow  # the `runs` fixture: eleven two-process runs
+@pytest.mark.slow  # the `runs` fixture: thirteen two-process runs
 def test_adalora_under_zero2_allocates_as_ddp_on_every_rank(runs, tiny_bert, tiny_sst2, tmp_path):
     root = tmp_path / "ada_zero2"
     result = _run_cli(*_adalora(tiny_bert, tiny_sst2, root, "--config", str(EXTRAS / "deepspeed_zero2.yaml")))

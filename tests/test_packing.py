@@ -360,9 +360,12 @@ def test_the_packing_setting_and_the_model_decide_the_training_batches(
     tiny_llama, gsm8k_rows, packing, model_packs_alone
 ):
     data = gsm8k(tiny_llama, gsm8k_rows, batch_size=3, packing=packing)
+    data.setup("fit")
+    loader = data.train_dataloader()  # before the decision, as Lightning builds it to count steps
     expected = model_packs_alone if packing == "auto" else packing
     assert data.resolve_packing(model_packs_alone) is expected
-    assert is_packed(first_train_batch(data)) is expected
+    assert is_packed(next(iter(loader))) is expected
+    assert is_packed(next(iter(data.train_dataloader()))) is expected
 
 
 def test_an_unsettled_auto_and_wikitext_stay_padded(tiny_llama, gsm8k_rows):
@@ -380,9 +383,12 @@ def test_a_default_fit_packs_an_sdpa_llama_and_pads_a_model_packing_would_leak_i
     model = CausalLM(str(path), adapter=LoraSpec(r=4, alpha=8, dropout=0.0))
     seen: list[bool] = []
     model.on_train_batch_start = lambda batch, batch_idx: seen.append(is_packed(batch))
-    fit = trainer(tmp_path / "run", max_steps=2)
+    # An epoch and a warm-up ratio, as the configs have: Lightning builds the training loader to count
+    # the schedule's steps before on_fit_start, where auto is settled.
+    fit = trainer(tmp_path / "run", max_epochs=1)
     fit.fit(model, data)
-    assert data.packing == "auto" and data.packed is packed and seen == [packed, packed]
+    assert model.warmup_ratio > 0 and fit.estimated_stepping_batches == len(seen) == 3
+    assert data.packing == "auto" and data.packed is packed and seen == [packed] * 3
     attention = model.peft_model.get_base_model().config._attn_implementation
     assert (attention == VARLEN_SDPA) is packed
 

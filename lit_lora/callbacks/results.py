@@ -69,6 +69,7 @@ class ResultsRecorder(L.Callback):
         self._padding_samples = 0  # and the repeated ones that even out the ranks' batch counts
         self._counts_to_restore: list[tuple[int, int]] | None = None  # every rank's, from a checkpoint
         self._eval_samples = 0
+        self._train_batch_kinds: set[str] = set()  # packed and/or padded, as this rank's batches came
         self._started = False
         self._in_train_epoch = False
         self._evaluating = False
@@ -117,6 +118,8 @@ class ResultsRecorder(L.Callback):
             self._padding_samples += _batch_size(batch)
         else:
             self._samples += _batch_size(batch)
+        if isinstance(batch, Mapping) and "input_ids" in batch:
+            self._train_batch_kinds.add("packed" if "position_ids" in batch else "padded")
         self._load.sample()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -238,9 +241,8 @@ class ResultsRecorder(L.Callback):
                 global_steps=trainer.global_step,
                 epochs=trainer.current_epoch,
             )
-            packed = getattr(trainer.datamodule, "packed", None)  # decoder data: data.packing auto settled
-            if packed is not None:
-                record["train_batches"] = "packed" if packed else "padded"
+            if self._train_batch_kinds:  # what the batches were, not what was asked (data.packing auto)
+                record["train_batches"] = "+".join(sorted(self._train_batch_kinds))
         elif stage == "test":
             record.update(
                 test_samples=eval_samples,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +54,24 @@ class CausalCollator:
         return batch
 
 
+class TrainCollator:
+    """Training batches padded or packed, as ``packed`` says when each batch is collated.
+
+    Read per batch, not fixed when the loader is built: Lightning builds the training loader to count
+    the schedule's steps before the model is there to settle ``data.packing: auto``.
+    """
+
+    def __init__(self, padded: Callable[[list[dict[str, Any]]], Any], packed: bool) -> None:
+        self.padded = padded
+        # transformers' own packing collator: positions restart at 0 per sequence, and each sequence's
+        # first label is -100, so no sequence's last token is trained to predict the next one's first.
+        self.flattened = DataCollatorWithFlattening(separator_id=IGNORE)
+        self.packed = packed
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        return (self.flattened if self.packed else self.padded)(features)
+
+
 def read_prompts(path: Path) -> list[str]:
     """One prompt per line of a .txt file, or per row of a .jsonl file (its prompt/question/text field)."""
     if not path.is_file():
@@ -97,10 +116,13 @@ class CausalTextDataModule(TextDataModule):
         self.predict_file = predict_file
         self.packing = packing
         self.packed = packing is True  # what training batches are; the model settles auto at fit start
+        self._train_collators: list[TrainCollator] = []  # every training loader's, told of the decision
 
     def resolve_packing(self, model_packs_alone: bool) -> bool:
         """Settle ``auto`` once the model is known: packed if it runs each packed sequence alone."""
         self.packed = model_packs_alone if self.packing == "auto" else bool(self.packing)
+        for collator in self._train_collators:
+            collator.packed = self.packed
         return self.packed
 
     def _format_prompt(self, text: str) -> str:
@@ -132,9 +154,7 @@ class CausalTextDataModule(TextDataModule):
             raise LitLoraError(f"tokenizer {self.tokenizer_name} has neither a pad nor an eos token")
         return CausalCollator(pad)
 
-    def _train_collate(self) -> Any:
-        if not self.packed:
-            return super()._train_collate()
-        # transformers' own packing collator: positions restart at 0 per sequence, and each sequence's
-        # first label is -100, so no sequence's last token is trained to predict the next one's first.
-        return DataCollatorWithFlattening(separator_id=IGNORE)
+    def _train_collate(self) -> TrainCollator:
+        collator = TrainCollator(super()._train_collate(), self.packed)
+        self._train_collators.append(collator)
+        return collator

@@ -48,8 +48,7 @@ class WikiTextDataModule(CausalTextDataModule):
             )
 
     def resolve_packing(self, model_packs_alone: bool) -> bool:
-        self.packed = False  # nothing to gain: every block but the last is max_length tokens
-        return False
+        return super().resolve_packing(False)  # nothing to gain: every block but the last is max_length
 
     def _load_raw(self, split: Split) -> tuple[datasets.Dataset, str]:
         return super()._load_raw(self.train_on if split == "train" else split)
