@@ -38,31 +38,47 @@ def _scalar_fields(hints: dict[str, Any]) -> list[str]:
 
 def _cases() -> list[tuple[list[str], str]]:
     """(command-line arguments, the key they set wrong) for every scalar field."""
-    base = ["--model", "CausalLM", "--data", "GSM8KDataModule"]
     found = []
     for name in lit_lora.data.__all__:
         data = getattr(lit_lora.data, name)
         if isinstance(data, type) and issubclass(data, lit_lora.data.TextDataModule):
             hints = typing.get_type_hints(data.__init__, include_extras=True)
-            found += [
-                ([*base, "--data", name, f"--data.{f}", BAD], f"data.{f}") for f in _scalar_fields(hints)
-            ]
+            found += [(["--data", name, f"--data.{f}", BAD], f"data.{f}") for f in _scalar_fields(hints)]
     for model in ("CausalLM", "QuestionAnswering", "SequenceClassifier"):
         hints = typing.get_type_hints(getattr(lit_lora.models, model).__init__, include_extras=True)
-        found += [
-            ([*base, "--model", model, f"--model.{f}", BAD], f"model.{f}") for f in _scalar_fields(hints)
-        ]
+        found += [(["--model", model, f"--model.{f}", BAD], f"model.{f}") for f in _scalar_fields(hints)]
     for method in METHODS:
         adapter = ["--model.adapter", f"{method.__module__}.{method.__name__}"]
         hints = typing.get_type_hints(method, include_extras=True)
         found += [
-            ([*base, *adapter, f"--model.adapter.{f}", BAD], f"model.adapter.{f}")
-            for f in _scalar_fields(hints)
+            ([*adapter, f"--model.adapter.{f}", BAD], f"model.adapter.{f}") for f in _scalar_fields(hints)
         ]
     return found
 
 
 CASES = _cases()
+
+
+def _error_lines(*args: str) -> list[str]:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:
+        build_cli(["fit", "--model", "CausalLM", "--data", "GSM8KDataModule", *args, "--print_config"])
+    assert exited.value.code == 2
+    return stderr.getvalue().strip().splitlines()
+
+
+def test_a_list_field_names_its_element_type():
+    lines = _error_lines("--model.adapter", "LoraSpec", "--model.adapter.target_modules", "{a: 1}")
+    expected = """model.adapter.target_modules: got "{'a': 1}", expected a value of type list[str] or null"""
+    assert lines == [f"lit_lora: error: {expected}"]
+
+
+def test_a_field_of_a_class_not_yet_chosen_says_to_choose_it_first():
+    lines = _error_lines("--model.adapter.r", "4")
+    assert lines == [
+        "lit_lora: error: model.adapter: give its class first (--model.adapter CLASS), then its fields; "
+        "lit_lora.methods.PeftMethod is abstract"
+    ]
 
 
 def test_every_kind_of_field_is_covered():
@@ -73,11 +89,7 @@ def test_every_kind_of_field_is_covered():
 
 @pytest.mark.parametrize(("args", "key"), CASES, ids=[" ".join(args[-4:-1]) for args, _ in CASES])
 def test_a_value_none_of_the_fields_types_takes_is_named_in_one_line(args, key):
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:
-        build_cli(["fit", *args, "--print_config"])
-    assert exited.value.code == 2
-    lines = stderr.getvalue().strip().splitlines()
+    lines = _error_lines(*args)
     assert len(lines) == 1 and lines[0].startswith(f"lit_lora: error: {key}: got '{BAD}', expected "), lines
 
 
@@ -88,6 +100,8 @@ def test_a_value_none_of_the_fields_types_takes_is_named_in_one_line(args, key):
         ("[<class 'int'>, <class 'NoneType'>]", "a value of type int or null"),
         ("[<class 'int'>, <class 'float'>]", "a value of type int or float"),
         ("[typing.Literal['a', 'b'], <class 'NoneType'>]", "'a', 'b' or null"),
+        ("[list[str], <class 'NoneType'>]", "a value of type list[str] or null"),
+        ("[dict[str, int], <class 'int'>]", "a value of type dict[str, int] or int"),
     ],
 )
 def test_a_union_names_what_each_of_its_members_takes(subtypes, allowed):

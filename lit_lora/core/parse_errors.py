@@ -14,7 +14,8 @@ _CLASS_PATH = re.compile(r"^(\s*)(?:- )?Problem with given class_path '([^']+)':
 _NOT_IMPORTED = re.compile(r"has no attribute|No module named")
 _SUBTYPES = re.compile(r"^\s*Subtypes: \[(.*)\]$")
 _GIVEN = re.compile(r"^(\s*)Given value: (.*)$")
-_SUBTYPE = re.compile(r"typing\.Literal\[([^\]]*)\]|<class '([\w.]+)'>")
+_ABSTRACT = re.compile(r"^(\s*)(?:- )?Expected an instantiatable class, but ([\w.]+) is abstract")
+_MEMBER = re.compile(r"typing\.Literal\[(.*)\]|<class '([\w.]+)'>|(.+)")  # choices, class, generic
 
 
 def condense(message: str) -> str:
@@ -42,6 +43,9 @@ def condense(message: str) -> str:
             return f"{path}: got {match.group(3)!r}, expected {_allowed(match.group(2))}"
         if (match := _UNRECOGNISED.search(line)) is not None:
             return f"unknown argument {match.group(1)} (see --help)"
+        if match := _ABSTRACT.match(line):  # a field of a class-typed setting given before its class
+            path, abstract = _path(stack, len(match.group(1))), match.group(2)
+            return f"{path}: give its class first (--{path} CLASS), then its fields; {abstract} is abstract"
         if match := _SUBTYPES.match(line):
             subtypes = match.group(1)
         # A union field (int | None, bool | Literal['auto']): its key, the value, what each member takes.
@@ -70,12 +74,27 @@ def _union_allowed(subtypes: str) -> str:
     """ "[<class 'bool'>, typing.Literal['auto']]" as "true, false or 'auto'"."""
     types: list[str] = []
     values: list[str] = []
-    for literal, cls in _SUBTYPE.findall(subtypes):
-        if literal:
-            values += [value.strip() for value in literal.split(",")]
+    for member in _members(subtypes):
+        literal, cls, generic = _MEMBER.fullmatch(member).groups()  # type: ignore[union-attr]
+        if literal is not None:
+            values += _members(literal)
         elif cls in ("bool", "NoneType"):
             values += ["true", "false"] if cls == "bool" else ["null"]
         else:
-            types.append(cls)
+            types.append(cls or generic)  # list[str] as written
     allowed = ([f"a value of type {' or '.join(types)}"] if types else []) + values
     return allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+
+
+def _members(listing: str) -> list[str]:
+    """The comma-separated items of ``listing`` outside brackets: 'list[str], int' is two."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(listing):
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(listing[start:i].strip())
+            start = i + 1
+    return [*items, listing[start:].strip()]
