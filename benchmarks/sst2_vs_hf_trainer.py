@@ -32,6 +32,7 @@ from lightning.fabric.utilities.warnings import PossibleUserWarning  # noqa: E40
 from peft import LoraConfig, TaskType, get_peft_model  # noqa: E402
 
 from lit_lora import LoraSpec  # noqa: E402
+from lit_lora.callbacks.meter import cpu_model  # noqa: E402
 from lit_lora.core.hub import resolve_model_path  # noqa: E402
 from lit_lora.core.io import atomic_write_json  # noqa: E402
 from lit_lora.data import SST2DataModule  # noqa: E402
@@ -168,11 +169,7 @@ def row(n: int, counter: Counter, acc: float, steps: int) -> dict[str, Any]:
 
 
 def cpu_info() -> str:
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
-        return f"{names[0]} x{len(names)} logical CPUs"
-    except (OSError, IndexError):
-        return f"unknown, {os.cpu_count()} logical CPUs"
+    return f"{cpu_model()} x{os.cpu_count()} logical CPUs"
 
 
 def main() -> None:
